@@ -1,0 +1,144 @@
+//! Block I/O at the request level: bytes and ops per device and per issuing
+//! process, and completion latency per device.
+//!
+//! Requests issued by the flusher run in a kworker's context; those bytes
+//! are charged to their real writer by `writes.rs` when the pages are
+//! dirtied, not here.
+use aya_ebpf::{
+    EbpfContext,
+    bindings::{BPF_ANY, BPF_NOEXIST},
+    helpers::bpf_ktime_get_ns,
+    macros::{map, tracepoint},
+    maps::HashMap,
+    programs::TracePointContext,
+};
+use sentinel_common::{
+    Counter, DevStats, IO_HIST_BUCKETS, IoKey, MAX_DEVICES, MAX_IO_INFLIGHT, log2_bucket,
+};
+
+use crate::{
+    config,
+    util::{add, count, ctx_small, current_ids, current_proc, field_u32, field_u64},
+};
+
+#[map(name = "DEVICES")]
+static DEVICES: HashMap<u32, DevStats> = HashMap::with_max_entries(MAX_DEVICES, 0);
+
+/// (dev, sector) -> issue time, for latency.
+#[map(name = "IO_INFLIGHT")]
+static IO_INFLIGHT: HashMap<IoKey, u64> = HashMap::with_max_entries(MAX_IO_INFLIGHT, 0);
+
+const ZERO_DEV: DevStats = DevStats {
+    read_bytes: 0,
+    read_ops: 0,
+    write_bytes: 0,
+    write_ops: 0,
+    lat_ns_total: 0,
+    completed: 0,
+    lat_hist: [0; IO_HIST_BUCKETS],
+};
+
+#[inline(always)]
+fn device(dev: u32) -> Option<*mut DevStats> {
+    if let Some(d) = DEVICES.get_ptr_mut(dev) {
+        return Some(d);
+    }
+    if DEVICES.insert(dev, ZERO_DEV, BPF_NOEXIST as u64).is_err()
+        && DEVICES.get_ptr_mut(dev).is_none()
+    {
+        count(Counter::DevicesFull);
+        return None;
+    }
+    DEVICES.get_ptr_mut(dev)
+}
+
+#[tracepoint(category = "block", name = "block_rq_issue")]
+pub fn block_rq_issue_tp(ctx: TracePointContext) -> u32 {
+    count(Counter::BlockIssue);
+    let c = config();
+    let raw = ctx.as_ptr();
+    let (Some(dev), Some(sector), Some(bytes), Some(op)) = (
+        field_u32(raw, c.blk_issue_dev),
+        field_u64(raw, c.blk_issue_sector),
+        field_u32(raw, c.blk_issue_bytes),
+        ctx_small(raw, c.blk_issue_rwbs, 1).map(|v| v as u8),
+    ) else {
+        return 0;
+    };
+    // rwbs[0]: 'R' read, 'W' write; flushes and discards are not data.
+    let write = match op {
+        b'W' => true,
+        b'R' => false,
+        _ => return 0,
+    };
+    let bytes = bytes as u64;
+    if let Some(d) = device(dev) {
+        unsafe {
+            if write {
+                add(&raw mut (*d).write_bytes, bytes);
+                add(&raw mut (*d).write_ops, 1);
+            } else {
+                add(&raw mut (*d).read_bytes, bytes);
+                add(&raw mut (*d).read_ops, 1);
+            }
+        }
+    }
+    let key = IoKey {
+        dev,
+        _pad: 0,
+        sector,
+    };
+    if IO_INFLIGHT
+        .insert(key, unsafe { bpf_ktime_get_ns() }, BPF_ANY as u64)
+        .is_err()
+    {
+        count(Counter::IoInflightFull);
+    }
+    let (tgid, _) = current_ids();
+    if let Some(p) = current_proc(tgid) {
+        unsafe {
+            if write {
+                add(&raw mut (*p).blk_write_bytes, bytes);
+                add(&raw mut (*p).write_ops, 1);
+            } else {
+                add(&raw mut (*p).read_bytes, bytes);
+                add(&raw mut (*p).read_ops, 1);
+            }
+        }
+    }
+    0
+}
+
+#[tracepoint(category = "block", name = "block_rq_complete")]
+pub fn block_rq_complete_tp(ctx: TracePointContext) -> u32 {
+    count(Counter::BlockComplete);
+    let c = config();
+    let raw = ctx.as_ptr();
+    let (Some(dev), Some(sector)) = (
+        field_u32(raw, c.blk_done_dev),
+        field_u64(raw, c.blk_done_sector),
+    ) else {
+        return 0;
+    };
+    let key = IoKey {
+        dev,
+        _pad: 0,
+        sector,
+    };
+    let Some(start) = (unsafe { IO_INFLIGHT.get(&key) }).copied() else {
+        return 0;
+    };
+    let _ = IO_INFLIGHT.remove(&key);
+    let lat = unsafe { bpf_ktime_get_ns() }.saturating_sub(start);
+    if let Some(d) = device(dev) {
+        unsafe {
+            add(&raw mut (*d).lat_ns_total, lat);
+            add(&raw mut (*d).completed, 1);
+            let b = log2_bucket(lat, IO_HIST_BUCKETS);
+            if b < IO_HIST_BUCKETS {
+                add(&raw mut (*d).lat_hist[b], 1);
+            }
+        }
+    }
+    0
+}

@@ -1,0 +1,75 @@
+//! Process lifecycle: keep names current at exec, and clean every exited
+//! process and thread out of the per-process maps so they never fill on a
+//! long-running host.
+use aya_ebpf::{
+    EbpfContext, bindings::BPF_NOEXIST, helpers::bpf_get_current_comm, macros::tracepoint,
+    programs::TracePointContext,
+};
+use sentinel_common::{CgroupStats, Counter};
+
+use crate::{
+    config,
+    maps::{CGROUPS, PROCS},
+    probes::{futex::forget_thread, rss::forget_mm},
+    util::{add, count, ctx_small, current_ids, current_proc},
+};
+
+#[tracepoint(category = "sched", name = "sched_process_exec")]
+pub fn process_exec_tp(_ctx: TracePointContext) -> u32 {
+    count(Counter::Exec);
+    let (tgid, _) = current_ids();
+    if let Some(p) = current_proc(tgid) {
+        if let Ok(comm) = bpf_get_current_comm() {
+            unsafe { (*p).comm = comm };
+        }
+    }
+    0
+}
+
+#[tracepoint(category = "sched", name = "sched_process_exit")]
+pub fn process_exit_tp(ctx: TracePointContext) -> u32 {
+    count(Counter::Exit);
+    let (tgid, tid) = current_ids();
+    forget_thread(tid);
+    // `group_dead` (newer kernels) is true for the last thread out; older
+    // kernels fall back to the leader's exit.
+    let last = match ctx_small(ctx.as_ptr(), config().exit_group_dead, 1) {
+        Some(v) => v != 0,
+        None => tgid == tid,
+    };
+    if !last {
+        return 0;
+    }
+    let Some(p) = PROCS.get_ptr(tgid) else {
+        return 0;
+    };
+    let cg = unsafe { (*p).cgroup_id };
+    let mut c = CGROUPS.get_ptr_mut(cg);
+    if c.is_none() {
+        if CGROUPS
+            .insert(cg, CgroupStats::default(), BPF_NOEXIST as u64)
+            .is_err()
+            && CGROUPS.get_ptr_mut(cg).is_none()
+        {
+            count(Counter::CgroupsFull);
+        }
+        c = CGROUPS.get_ptr_mut(cg);
+    }
+    if let Some(c) = c {
+        unsafe {
+            add(&raw mut (*c).faults, (*p).faults);
+            add(&raw mut (*c).futex_waits, (*p).futex_waits);
+            add(&raw mut (*c).futex_wait_ns, (*p).futex_wait_ns);
+            add(&raw mut (*c).read_bytes, (*p).read_bytes);
+            add(&raw mut (*c).read_ops, (*p).read_ops);
+            add(&raw mut (*c).blk_write_bytes, (*p).blk_write_bytes);
+            add(&raw mut (*c).write_ops, (*p).write_ops);
+            add(&raw mut (*c).direct_write_bytes, (*p).direct_write_bytes);
+            add(&raw mut (*c).dirtied_bytes, (*p).dirtied_bytes);
+            add(&raw mut (*c).exited, 1);
+        }
+    }
+    forget_mm(unsafe { (*p).mm_id });
+    let _ = PROCS.remove(tgid);
+    0
+}

@@ -1,0 +1,74 @@
+//! Who *caused* writes, as opposed to who issued them to the disk:
+//! page-cache dirtying in the writer's context (buffered writes are flushed
+//! later by kworkers) and direct I/O submissions.
+use aya_ebpf::{
+    EbpfContext,
+    macros::{btf_tracepoint, tracepoint},
+    programs::{BtfTracePointContext, TracePointContext},
+};
+use sentinel_common::{Counter, NONE};
+
+use crate::{
+    config,
+    util::{add, count, current_ids, current_proc, field_u32, field_u64},
+};
+
+#[inline(always)]
+fn charge_dirty(bytes: u64) {
+    count(Counter::DirtyFolio);
+    let (tgid, _) = current_ids();
+    if let Some(p) = current_proc(tgid) {
+        add(unsafe { &raw mut (*p).dirtied_bytes }, bytes);
+    }
+}
+
+/// Preferred: reads the folio's size, since filesystems with large folios
+/// (ext4, xfs) dirty up to megabytes per event. Offsets come from BTF.
+#[btf_tracepoint(function = "writeback_dirty_folio")]
+pub fn dirty_folio_btf(ctx: BtfTracePointContext) -> i32 {
+    let c = config();
+    let folio: *const u8 = ctx.arg(0);
+    let mut pages = 1u64;
+    if c.folio_flags != NONE && c.folio_flags1 != NONE && c.pg_head_bit < 64 {
+        let flags =
+            unsafe { core::ptr::read_volatile(folio.add(c.folio_flags as usize).cast::<u64>()) };
+        if flags & (1u64 << c.pg_head_bit) != 0 {
+            let f1 = unsafe {
+                core::ptr::read_volatile(folio.add(c.folio_flags1 as usize).cast::<u64>())
+            };
+            // The low byte of the second page's flags holds the order.
+            pages = 1u64 << (f1 & 0x1f);
+        }
+    }
+    charge_dirty(pages << (c.page_shift & 31));
+    0
+}
+
+/// Fallback: one page per event, which undercounts large folios; the
+/// loader reports the probe as degraded when it has to use it.
+#[tracepoint(category = "writeback", name = "writeback_dirty_folio")]
+pub fn dirty_folio_tp(_ctx: TracePointContext) -> u32 {
+    charge_dirty(1u64 << (config().page_shift & 31));
+    0
+}
+
+#[tracepoint(category = "iomap", name = "iomap_dio_rw_begin")]
+pub fn dio_begin_tp(ctx: TracePointContext) -> u32 {
+    count(Counter::DioBegin);
+    let c = config();
+    let raw = ctx.as_ptr();
+    let (Some(bytes), Some(flags)) = (
+        field_u64(raw, c.dio_count),
+        field_u32(raw, c.dio_ki_flags).map(|v| v as i32),
+    ) else {
+        return 0;
+    };
+    if flags as u32 & c.dio_write_flag == 0 {
+        return 0;
+    }
+    let (tgid, _) = current_ids();
+    if let Some(p) = current_proc(tgid) {
+        add(unsafe { &raw mut (*p).direct_write_bytes }, bytes);
+    }
+    0
+}

@@ -1,0 +1,275 @@
+//! cgroup layouts: pure v2 (/sys/fs/cgroup, production) and hybrid (v1
+//! controllers plus v2 at /sys/fs/cgroup/unified). The probes see v2 ids
+//! (`bpf_get_current_cgroup_id` = inode of the v2 directory); memory limits
+//! live in whichever hierarchy has the memory controller.
+use std::{
+    collections::HashMap,
+    fs,
+    os::unix::fs::MetadataExt,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context, Result, bail};
+
+#[derive(Debug, Clone)]
+pub struct Mounts {
+    /// The cgroup2 mount, if any.
+    pub v2: Option<PathBuf>,
+    /// The v1 hierarchy holding the memory controller, on hybrid hosts.
+    pub v1_memory: Option<PathBuf>,
+}
+
+impl Mounts {
+    pub fn discover() -> Mounts {
+        let text = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        Self::parse(&text)
+    }
+
+    /// From mountinfo: `... mountpoint ... - fstype source superopts`.
+    pub fn parse(mountinfo: &str) -> Mounts {
+        let mut m = Mounts { v2: None, v1_memory: None };
+        for line in mountinfo.lines() {
+            let Some((pre, post)) = line.split_once(" - ") else { continue };
+            let Some(point) = pre.split_whitespace().nth(4) else { continue };
+            let mut post = post.split_whitespace();
+            let fstype = post.next().unwrap_or_default();
+            let opts = post.nth(1).unwrap_or_default();
+            match fstype {
+                "cgroup2" if m.v2.is_none() => m.v2 = Some(PathBuf::from(point)),
+                "cgroup" if opts.split(',').any(|o| o == "memory") => m.v1_memory = Some(PathBuf::from(point)),
+                _ => {}
+            }
+        }
+        m
+    }
+
+    /// Where memory limits are: (root, is_v1).
+    pub fn memory_root(&self) -> Option<(PathBuf, bool)> {
+        if let Some(v1) = &self.v1_memory {
+            return Some((v1.clone(), true));
+        }
+        let v2 = self.v2.as_ref()?;
+        let controllers = fs::read_to_string(v2.join("cgroup.controllers")).unwrap_or_default();
+        controllers.split_whitespace().any(|c| c == "memory").then(|| (v2.clone(), false))
+    }
+}
+
+/// Maps v2 cgroup ids to paths (relative to the v2 mount, "/" for the
+/// root). Rebuilt by walking the tree when an unknown id shows up.
+pub struct Resolver {
+    root: Option<PathBuf>,
+    by_id: HashMap<u64, String>,
+}
+
+impl Resolver {
+    pub fn new(mounts: &Mounts) -> Resolver {
+        let mut r = Resolver { root: mounts.v2.clone(), by_id: HashMap::new() };
+        r.rescan();
+        r
+    }
+
+    pub fn rescan(&mut self) {
+        self.by_id.clear();
+        let Some(root) = self.root.clone() else { return };
+        let mut stack = vec![(root.clone(), String::from("/"))];
+        while let Some((dir, rel)) = stack.pop() {
+            if let Ok(md) = fs::metadata(&dir) {
+                self.by_id.insert(md.ino(), rel.clone());
+            }
+            let Ok(entries) = fs::read_dir(&dir) else { continue };
+            for e in entries.flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    let child = if rel == "/" { format!("/{name}") } else { format!("{rel}/{name}") };
+                    stack.push((e.path(), child));
+                }
+            }
+        }
+    }
+
+    /// The path of a cgroup id, rescanning once on a miss (a new cgroup).
+    pub fn path(&mut self, id: u64) -> Option<String> {
+        if id == 0 {
+            return None;
+        }
+        if !self.by_id.contains_key(&id) {
+            self.rescan();
+        }
+        self.by_id.get(&id).cloned()
+    }
+
+    /// Accepts a v2-relative path (`/app.slice/x`) or an absolute path under
+    /// the v2 mount, and returns the relative form, checking it exists.
+    pub fn normalize(&self, user: &str) -> Result<String> {
+        let root = self.root.as_ref().context("no cgroup v2 hierarchy is mounted, so --cgroup cannot be resolved")?;
+        let rel = match Path::new(user).strip_prefix(root) {
+            Ok(r) => format!("/{}", r.display()),
+            Err(_) => user.to_string(),
+        };
+        let rel = if rel.starts_with('/') { rel } else { format!("/{rel}") };
+        let trimmed = if rel.len() > 1 { rel.trim_end_matches('/').to_string() } else { rel };
+        if !root.join(trimmed.trim_start_matches('/')).is_dir() {
+            bail!("cgroup {user} not found: no directory {}", root.join(trimmed.trim_start_matches('/')).display());
+        }
+        Ok(trimmed)
+    }
+}
+
+/// Is `path` the cgroup `filter` or one of its descendants?
+pub fn within(path: &str, filter: &str) -> bool {
+    filter == "/" || path == filter || path.strip_prefix(filter).is_some_and(|rest| rest.starts_with('/'))
+}
+
+/// Per memory cgroup: its OOM-kill count and how often it hit its limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MemCounters {
+    pub oom_kill: u64,
+    /// v1 `memory.failcnt`, v2 `memory.events` `max`: charges that ran into
+    /// the limit.
+    pub limit_hits: u64,
+    pub limit: Option<u64>,
+}
+
+/// Reads every memory cgroup's counters, keyed by path relative to the
+/// memory root.
+pub fn memory_counters(root: &Path, v1: bool) -> HashMap<String, MemCounters> {
+    let mut out = HashMap::new();
+    let mut stack = vec![(root.to_path_buf(), String::from("/"))];
+    while let Some((dir, rel)) = stack.pop() {
+        out.insert(rel.clone(), read_mem_counters(&dir, v1));
+        let Ok(entries) = fs::read_dir(&dir) else { continue };
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let child = if rel == "/" { format!("/{name}") } else { format!("{rel}/{name}") };
+                stack.push((e.path(), child));
+            }
+        }
+    }
+    out
+}
+
+fn read_u64(p: &Path) -> Option<u64> {
+    fs::read_to_string(p).ok()?.trim().parse().ok()
+}
+
+fn keyed(p: &Path, key: &str) -> Option<u64> {
+    fs::read_to_string(p).ok()?.lines().find_map(|l| {
+        let (k, v) = l.split_once(' ')?;
+        (k == key).then(|| v.trim().parse().ok()).flatten()
+    })
+}
+
+pub fn read_mem_counters(dir: &Path, v1: bool) -> MemCounters {
+    if v1 {
+        // An unlimited v1 memcg reports PAGE_COUNTER_MAX pages in bytes.
+        let limit = read_u64(&dir.join("memory.limit_in_bytes")).filter(|&l| l < (1u64 << 62));
+        MemCounters {
+            oom_kill: keyed(&dir.join("memory.oom_control"), "oom_kill").unwrap_or(0),
+            limit_hits: read_u64(&dir.join("memory.failcnt")).unwrap_or(0),
+            limit,
+        }
+    } else {
+        let limit = fs::read_to_string(dir.join("memory.max")).ok().and_then(|s| s.trim().parse().ok());
+        MemCounters {
+            oom_kill: keyed(&dir.join("memory.events"), "oom_kill").unwrap_or(0),
+            limit_hits: keyed(&dir.join("memory.events"), "max").unwrap_or(0),
+            limit,
+        }
+    }
+}
+
+/// Decides which memory cgroup's limit caused an OOM kill, from counters
+/// before and after: the victim's memcg is the deepest whose `oom_kill`
+/// grew; the limit is the nearest of it and its ancestors that has a limit
+/// and ran into it. `None`: no limit was involved (a global OOM).
+pub fn oom_limit_cgroup(
+    before: &HashMap<String, MemCounters>,
+    after: &HashMap<String, MemCounters>,
+) -> Option<(String, Option<String>)> {
+    let grew = |p: &String, f: fn(&MemCounters) -> u64| {
+        let b = before.get(p).map(f).unwrap_or(0);
+        after.get(p).map(f).unwrap_or(0) > b
+    };
+    let victim = after
+        .keys()
+        .filter(|p| grew(p, |c| c.oom_kill))
+        .max_by_key(|p| (p.matches('/').count(), p.len()))?
+        .clone();
+    let mut cur = Some(victim.clone());
+    while let Some(p) = cur {
+        if let Some(c) = after.get(&p) {
+            if p != "/" && c.limit.is_some() && grew(&p, |c| c.limit_hits) {
+                return Some((victim, Some(p)));
+            }
+        }
+        cur = parent(&p);
+    }
+    Some((victim, None))
+}
+
+fn parent(p: &str) -> Option<String> {
+    if p == "/" {
+        return None;
+    }
+    match p.rfind('/') {
+        Some(0) => Some("/".into()),
+        Some(i) => Some(p[..i].to_string()),
+        None => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_hybrid_and_pure_v2_mountinfo() {
+        let hybrid = "35 25 0:30 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n\
+                      36 25 0:31 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory\n\
+                      37 25 0:32 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu\n";
+        let m = Mounts::parse(hybrid);
+        assert_eq!(m.v2.as_deref(), Some(Path::new("/sys/fs/cgroup/unified")));
+        assert_eq!(m.v1_memory.as_deref(), Some(Path::new("/sys/fs/cgroup/memory")));
+        let pure = "30 23 0:26 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw,nsdelegate\n";
+        let m = Mounts::parse(pure);
+        assert_eq!(m.v2.as_deref(), Some(Path::new("/sys/fs/cgroup")));
+        assert!(m.v1_memory.is_none());
+    }
+
+    #[test]
+    fn within_matches_descendants_only() {
+        assert!(within("/a/b", "/a"));
+        assert!(within("/a", "/a"));
+        assert!(!within("/ab", "/a"));
+        assert!(within("/anything", "/"));
+    }
+
+    fn mc(oom_kill: u64, limit_hits: u64, limit: Option<u64>) -> MemCounters {
+        MemCounters { oom_kill, limit_hits, limit }
+    }
+
+    #[test]
+    fn finds_the_limit_that_was_hit() {
+        let before: HashMap<String, MemCounters> = [
+            ("/".to_string(), mc(0, 0, None)),
+            ("/job".to_string(), mc(0, 5, Some(64 << 20))),
+            ("/job/worker".to_string(), mc(0, 0, None)),
+        ]
+        .into();
+        let mut after = before.clone();
+        after.insert("/job/worker".into(), mc(1, 0, None));
+        after.insert("/job".into(), mc(1, 90, Some(64 << 20)));
+        assert_eq!(oom_limit_cgroup(&before, &after), Some(("/job/worker".into(), Some("/job".into()))));
+    }
+
+    #[test]
+    fn a_kill_without_a_hit_limit_is_global() {
+        let before: HashMap<String, MemCounters> =
+            [("/".to_string(), mc(0, 0, None)), ("/svc".to_string(), mc(0, 0, Some(1 << 30)))].into();
+        let mut after = before.clone();
+        after.insert("/svc".into(), mc(1, 0, Some(1 << 30)));
+        assert_eq!(oom_limit_cgroup(&before, &after), Some(("/svc".into(), None)));
+        assert_eq!(oom_limit_cgroup(&before, &before), None);
+    }
+}

@@ -1,0 +1,93 @@
+//! What the running process may do: loading tracing programs needs root, or
+//! CAP_BPF with CAP_PERFMON (CAP_SYS_ADMIN covers both on older kernels).
+use std::fs;
+
+use serde::{Deserialize, Serialize};
+
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_PERFMON: u32 = 38;
+const CAP_BPF: u32 = 39;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Privileges {
+    pub ok: bool,
+    pub euid: u32,
+    pub missing: Vec<String>,
+}
+
+impl Privileges {
+    pub fn current() -> Privileges {
+        // SAFETY: geteuid has no preconditions.
+        let euid = unsafe { libc::geteuid() };
+        let eff = fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| s.lines().find_map(|l| l.strip_prefix("CapEff:").map(|v| v.trim().to_string())))
+            .and_then(|v| u64::from_str_radix(&v, 16).ok())
+            .unwrap_or(0);
+        Self::from_caps(euid, eff)
+    }
+
+    pub fn from_caps(euid: u32, cap_eff: u64) -> Privileges {
+        let has = |c: u32| cap_eff & (1u64 << c) != 0;
+        let mut missing = Vec::new();
+        if !(has(CAP_BPF) || has(CAP_SYS_ADMIN)) {
+            missing.push("CAP_BPF".to_string());
+        }
+        if !(has(CAP_PERFMON) || has(CAP_SYS_ADMIN)) {
+            missing.push("CAP_PERFMON".to_string());
+        }
+        Privileges { ok: missing.is_empty(), euid, missing }
+    }
+
+    /// One line for people: what is missing and how to get it.
+    pub fn explain(&self) -> String {
+        format!(
+            "missing privilege: {} (run as root, e.g. `sudo sentinel ...`, or grant CAP_BPF and CAP_PERFMON; \
+             running as uid {})",
+            self.missing.join(" and "),
+            self.euid
+        )
+    }
+}
+
+/// The kernel lockdown mode (`none`, `integrity`, `confidentiality`), when
+/// securityfs is mounted. Under `confidentiality` fentry and kernel memory
+/// reads are refused, which decides the program types sentinel can use.
+pub fn lockdown() -> Option<String> {
+    let text = fs::read_to_string("/sys/kernel/security/lockdown").ok()?;
+    // "none integrity [confidentiality]": the bracketed one is active.
+    text.split_whitespace().find_map(|w| w.strip_prefix('[').and_then(|w| w.strip_suffix(']')).map(str::to_string))
+}
+
+/// Lets maps be created on kernels older than 5.11, which charge them to
+/// RLIMIT_MEMLOCK. Newer kernels use memcg accounting, and some hosts
+/// forbid raising the limit (no CAP_SYS_RESOURCE), so failure is not fatal.
+pub fn raise_memlock() {
+    let rl = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    // SAFETY: valid rlimit struct.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rl) } != 0 {
+        tracing::debug!("could not raise RLIMIT_MEMLOCK: {}", std::io::Error::last_os_error());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_caps_are_enough() {
+        assert!(Privileges::from_caps(0, u64::MAX).ok);
+        assert!(Privileges::from_caps(1000, (1 << CAP_BPF) | (1 << CAP_PERFMON)).ok);
+        assert!(Privileges::from_caps(1000, 1 << CAP_SYS_ADMIN).ok);
+    }
+
+    #[test]
+    fn names_what_is_missing() {
+        let p = Privileges::from_caps(65534, 0);
+        assert!(!p.ok);
+        assert_eq!(p.missing, vec!["CAP_BPF", "CAP_PERFMON"]);
+        assert!(p.explain().contains("root"));
+        let p = Privileges::from_caps(1000, 1 << CAP_BPF);
+        assert_eq!(p.missing, vec!["CAP_PERFMON"]);
+    }
+}

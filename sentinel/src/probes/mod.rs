@@ -1,0 +1,354 @@
+//! The probe table: which eBPF programs make up each probe, which program
+//! type is preferred, and what is left when the kernel says no. A missing
+//! tracepoint disables that probe only; the rest run.
+//!
+//! Where a page fault enters: `faults.rs` (kernel side:
+//! `sentinel-ebpf/src/probes/faults.rs`).
+pub mod block;
+pub mod faults;
+pub mod futex;
+pub mod lifecycle;
+pub mod oom;
+pub mod rss;
+pub mod writes;
+
+use std::collections::{HashMap, HashSet};
+
+use aya::{
+    Btf as AyaBtf, Ebpf,
+    programs::{BtfTracePoint, TracePoint, tp_btf::BtfTracePointLinkId, trace_point::TracePointLinkId},
+};
+use sentinel_common::Config;
+use serde::{Deserialize, Serialize};
+
+use crate::{btf::Btf, tracefs::Tracefs};
+
+/// Whether a program is needed for its variant to count as working.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Need {
+    /// The variant fails without it.
+    Required,
+    /// Works without it, but less: the probe is reported degraded.
+    Optional,
+    /// Only exists on some kernels (e.g. futex2 syscalls); its absence
+    /// loses nothing because nothing can call what is not there.
+    IfPresent,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct ProgSpec {
+    pub program: &'static str,
+    pub category: &'static str,
+    pub name: &'static str,
+    /// A `tp_btf` program on the same kernel tracepoint as `category:name`.
+    pub btf: bool,
+    pub need: Need,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Variant {
+    pub program_type: &'static str,
+    /// Set when this variant works but measures less than the first one.
+    pub degraded: Option<&'static str>,
+    pub progs: &'static [ProgSpec],
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct ProbeSpec {
+    pub name: &'static str,
+    pub variants: &'static [Variant],
+    /// What userspace does when no variant attaches, if anything.
+    pub fallback: Option<&'static str>,
+}
+
+pub const ALL: [&ProbeSpec; 7] = [
+    &faults::SPEC,
+    &rss::SPEC,
+    &futex::SPEC,
+    &block::SPEC,
+    &writes::SPEC,
+    &oom::SPEC,
+    &lifecycle::SPEC,
+];
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Attached,
+    /// Working, through a fallback or without an optional part.
+    Degraded,
+    /// The kernel lacks what the probe needs.
+    Unsupported,
+    /// The kernel has it, but loading or attaching failed.
+    Failed,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ProbeStatus {
+    pub name: String,
+    pub status: Status,
+    pub program_type: Option<String>,
+    pub detail: String,
+}
+
+impl ProbeStatus {
+    pub fn working(&self) -> bool {
+        matches!(self.status, Status::Attached | Status::Degraded)
+    }
+}
+
+/// Collects the load-time constants and remembers which tracepoints cannot
+/// be used on this kernel and why (absent, or a field missing or resized).
+pub struct Configurator<'a> {
+    pub cfg: Config,
+    pub tracefs: &'a Tracefs,
+    pub btf: Option<&'a Btf>,
+    unusable: HashMap<String, String>,
+}
+
+impl<'a> Configurator<'a> {
+    pub fn new(tracefs: &'a Tracefs, btf: Option<&'a Btf>) -> Self {
+        Configurator { cfg: Config::unset(), tracefs, btf, unusable: HashMap::new() }
+    }
+
+    /// Runs `f` on the tracepoint's format; an `Err` from it (a missing
+    /// field) marks the tracepoint unusable with that reason.
+    pub fn tracepoint(
+        &mut self,
+        category: &str,
+        name: &str,
+        f: impl FnOnce(&crate::tracefs::Format, &mut Config) -> Result<(), String>,
+    ) {
+        let key = format!("{category}:{name}");
+        match self.tracefs.format(category, name) {
+            Ok(Some(fmt)) => {
+                if let Err(why) = f(&fmt, &mut self.cfg) {
+                    self.unusable.insert(key, why);
+                }
+            }
+            Ok(None) => {
+                self.unusable.insert(key, "tracepoint not present on this kernel".into());
+            }
+            Err(e) => {
+                self.unusable.insert(key, format!("{e:#}"));
+            }
+        }
+    }
+
+    /// Marks a program's prerequisite (e.g. BTF offsets) as unavailable.
+    pub fn unusable(&mut self, key: String, why: String) {
+        self.unusable.insert(key, why);
+    }
+
+    pub fn build(self) -> (Config, HashMap<String, String>) {
+        (self.cfg, self.unusable)
+    }
+
+    pub fn configure_all(&mut self) {
+        faults::configure(self);
+        rss::configure(self);
+        futex::configure(self);
+        block::configure(self);
+        writes::configure(self);
+        oom::configure(self);
+        lifecycle::configure(self);
+    }
+}
+
+/// `Ok` offset of `field` with one of `sizes`, else the reason as `Err`.
+pub fn need_field(fmt: &crate::tracefs::Format, field: &str, sizes: &[u32]) -> Result<u32, String> {
+    fmt.offset(field, sizes).ok_or_else(|| match fmt.fields.get(field) {
+        Some(f) => format!("field `{field}` has size {} (expected {sizes:?})", f.size),
+        None => format!("field `{field}` missing"),
+    })
+}
+
+enum Link {
+    Tp(&'static str, TracePointLinkId),
+    Btf(&'static str, BtfTracePointLinkId),
+}
+
+/// Loads and attaches every probe, preferring the cheapest program type the
+/// kernel accepts. Never fails as a whole: each probe reports its status.
+pub struct Attacher<'a> {
+    ebpf: &'a mut Ebpf,
+    tracefs: &'a Tracefs,
+    unusable: &'a HashMap<String, String>,
+    kernel_btf: Option<AyaBtf>,
+    kernel_btf_err: Option<String>,
+    loaded: HashSet<&'static str>,
+    failed_load: HashMap<&'static str, String>,
+}
+
+impl<'a> Attacher<'a> {
+    pub fn new(ebpf: &'a mut Ebpf, tracefs: &'a Tracefs, unusable: &'a HashMap<String, String>) -> Self {
+        let (kernel_btf, kernel_btf_err) = match AyaBtf::from_sys_fs() {
+            Ok(b) => (Some(b), None),
+            Err(e) => (None, Some(format!("kernel BTF unavailable: {e}"))),
+        };
+        Attacher {
+            ebpf,
+            tracefs,
+            unusable,
+            kernel_btf,
+            kernel_btf_err,
+            loaded: HashSet::new(),
+            failed_load: HashMap::new(),
+        }
+    }
+
+    pub fn attach_all(&mut self) -> Vec<ProbeStatus> {
+        ALL.iter().map(|spec| self.attach(spec)).collect()
+    }
+
+    fn attach(&mut self, spec: &ProbeSpec) -> ProbeStatus {
+        let mut reasons = Vec::new();
+        let mut any_present = false;
+        for variant in spec.variants {
+            match self.try_variant(variant) {
+                Ok(notes) => {
+                    let mut detail: Vec<String> = variant.degraded.map(str::to_string).into_iter().collect();
+                    detail.extend(notes.iter().cloned());
+                    let status = if detail.is_empty() { Status::Attached } else { Status::Degraded };
+                    if !reasons.is_empty() {
+                        tracing::info!(probe = spec.name, "preferred program type unavailable: {}", reasons.join("; "));
+                    }
+                    return ProbeStatus {
+                        name: spec.name.into(),
+                        status,
+                        program_type: Some(variant.program_type.into()),
+                        detail: detail.join("; "),
+                    };
+                }
+                Err((present, why)) => {
+                    any_present |= present;
+                    reasons.push(format!("{}: {why}", variant.program_type));
+                }
+            }
+        }
+        let why = reasons.join("; ");
+        match spec.fallback {
+            Some(fb) => {
+                tracing::warn!(probe = spec.name, "no kernel probe ({why}); falling back to {fb}");
+                ProbeStatus {
+                    name: spec.name.into(),
+                    status: Status::Degraded,
+                    program_type: None,
+                    detail: format!("{fb} ({why})"),
+                }
+            }
+            None => {
+                tracing::warn!(probe = spec.name, "probe disabled: {why}");
+                ProbeStatus {
+                    name: spec.name.into(),
+                    status: if any_present { Status::Failed } else { Status::Unsupported },
+                    program_type: None,
+                    detail: why,
+                }
+            }
+        }
+    }
+
+    /// Attaches every program of `variant`; on a required failure, detaches
+    /// what it attached and returns (whether the tracepoints existed, why).
+    fn try_variant(&mut self, variant: &Variant) -> Result<Vec<String>, (bool, String)> {
+        let mut links = Vec::new();
+        let mut notes = Vec::new();
+        for p in variant.progs {
+            let key = format!("{}:{}", p.category, p.name);
+            let exists = self.tracefs.exists(p.category, p.name);
+            let problem = if !exists {
+                Some((false, format!("tracepoint {key} not present on this kernel")))
+            } else if let Some(why) = self.unusable.get(&key).or_else(|| self.unusable.get(p.program)) {
+                Some((true, format!("{key}: {why}")))
+            } else {
+                match self.attach_one(p) {
+                    Ok(link) => {
+                        links.push(link);
+                        None
+                    }
+                    Err(e) => Some((true, format!("{}: {e}", p.program))),
+                }
+            };
+            let Some((present, why)) = problem else { continue };
+            match p.need {
+                Need::Required => {
+                    self.detach(links);
+                    return Err((present, why));
+                }
+                Need::Optional => notes.push(why),
+                Need::IfPresent if present => notes.push(why),
+                Need::IfPresent => {}
+            }
+        }
+        Ok(notes)
+    }
+
+    fn attach_one(&mut self, p: &ProgSpec) -> Result<Link, String> {
+        if let Some(why) = self.failed_load.get(p.program) {
+            return Err(why.clone());
+        }
+        let already = self.loaded.contains(p.program);
+        let prog = self.ebpf.program_mut(p.program).ok_or_else(|| format!("program {} missing from the object", p.program))?;
+        let res = if p.btf {
+            let btf = self.kernel_btf.as_ref().ok_or_else(|| self.kernel_btf_err.clone().unwrap_or_default())?;
+            let tp: &mut BtfTracePoint = prog.try_into().map_err(|e| format!("{e}"))?;
+            if !already {
+                tp.load(p.name, btf).map_err(|e| load_error(&e))?;
+            }
+            tp.attach().map(|id| Link::Btf(p.program, id)).map_err(|e| format!("attach: {}", chain(&e)))
+        } else {
+            let tp: &mut TracePoint = prog.try_into().map_err(|e| format!("{e}"))?;
+            if !already {
+                tp.load().map_err(|e| load_error(&e))?;
+            }
+            tp.attach(p.category, p.name).map(|id| Link::Tp(p.program, id)).map_err(|e| format!("attach: {}", chain(&e)))
+        };
+        self.loaded.insert(p.program);
+        if let Err(e) = &res {
+            if !already && e.starts_with("load") {
+                self.failed_load.insert(p.program, e.clone());
+            }
+        }
+        res
+    }
+
+    fn detach(&mut self, links: Vec<Link>) {
+        for link in links {
+            let res = match link {
+                Link::Tp(name, id) => self
+                    .ebpf
+                    .program_mut(name)
+                    .and_then(|p| <&mut TracePoint>::try_from(p).ok())
+                    .map(|tp| tp.detach(id).map_err(|e| e.to_string())),
+                Link::Btf(name, id) => self
+                    .ebpf
+                    .program_mut(name)
+                    .and_then(|p| <&mut BtfTracePoint>::try_from(p).ok())
+                    .map(|tp| tp.detach(id).map_err(|e| e.to_string())),
+            };
+            if let Some(Err(e)) = res {
+                tracing::warn!("detaching after a partial attach failed: {e}");
+            }
+        }
+    }
+}
+
+/// An error with its sources, which is where aya keeps the errno.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s += &format!(": {c}");
+        cur = c.source();
+    }
+    s
+}
+
+/// The verifier's verdict, shortened: its last lines say why.
+fn load_error(e: &aya::programs::ProgramError) -> String {
+    let full = format!("{e}");
+    let lines: Vec<&str> = full.lines().collect();
+    tracing::debug!("program load failed: {full}");
+    if lines.len() <= 4 { format!("load: {}", lines.join(" | ")) } else { format!("load: {} | … | {}", lines[0], lines[lines.len() - 3..].join(" | ")) }
+}

@@ -1,0 +1,75 @@
+//! Who caused writes: page-cache dirtying in the writer's context (buffered
+//! writes, later flushed by kworkers) and direct-I/O submissions.
+use super::{Configurator, Need, ProbeSpec, ProgSpec, Variant, need_field};
+use crate::btf::Btf;
+
+const DIO: ProgSpec =
+    ProgSpec { program: "dio_begin_tp", category: "iomap", name: "iomap_dio_rw_begin", btf: false, need: Need::Optional };
+
+pub const SPEC: ProbeSpec = ProbeSpec {
+    name: "writes",
+    variants: &[
+        Variant {
+            program_type: "tp_btf",
+            degraded: None,
+            progs: &[
+                ProgSpec {
+                    program: "dirty_folio_btf",
+                    category: "writeback",
+                    name: "writeback_dirty_folio",
+                    btf: true,
+                    need: Need::Required,
+                },
+                DIO,
+            ],
+        },
+        Variant {
+            program_type: "tracepoint",
+            degraded: Some("folio size unknown: each dirtied folio counts as one page, so large folios undercount"),
+            progs: &[
+                ProgSpec {
+                    program: "dirty_folio_tp",
+                    category: "writeback",
+                    name: "writeback_dirty_folio",
+                    btf: false,
+                    need: Need::Required,
+                },
+                DIO,
+            ],
+        },
+    ],
+    fallback: None,
+};
+
+pub fn configure(cx: &mut Configurator) {
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    cx.cfg.page_shift = if page > 0 { (page as u64).trailing_zeros() } else { 12 };
+    match cx.btf.map(folio_layout) {
+        Some(Ok((flags, flags1, head))) => {
+            cx.cfg.folio_flags = flags;
+            cx.cfg.folio_flags1 = flags1;
+            cx.cfg.pg_head_bit = head;
+        }
+        Some(Err(why)) => cx.unusable("dirty_folio_btf".into(), why),
+        None => cx.unusable("dirty_folio_btf".into(), "no kernel BTF".into()),
+    }
+    cx.tracepoint("iomap", "iomap_dio_rw_begin", |f, c| {
+        c.dio_count = need_field(f, "count", &[8])?;
+        c.dio_ki_flags = need_field(f, "ki_flags", &[4])?;
+        c.dio_write_flag = f.print_flag("WRITE").ok_or("no WRITE flag in the print format")?;
+        Ok(())
+    });
+}
+
+/// Where `struct folio` keeps its flags, the second page's flags (whose low
+/// byte is the folio order) and which flag bit marks a large folio.
+fn folio_layout(btf: &Btf) -> Result<(u32, u32, u32), String> {
+    let flags = btf.member_offset("folio", "flags").ok_or("struct folio has no `flags`")?;
+    let flags1 = btf.member_offset("folio", "_flags_1").ok_or("struct folio has no `_flags_1`")?;
+    let head = btf.enum_value("PG_head").ok_or("enum pageflags has no PG_head")?;
+    if !(0..64).contains(&head) {
+        return Err(format!("PG_head = {head} is out of range"));
+    }
+    Ok((flags, flags1, head as u32))
+}

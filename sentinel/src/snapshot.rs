@@ -1,0 +1,477 @@
+//! One observation window: sample the maps, watch for OOM kills, sample
+//! again, and turn the difference into a [`Report`].
+use std::{
+    collections::{BTreeMap, HashMap},
+    path::Path,
+    sync::atomic::{AtomicBool, Ordering},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::{Context, Result};
+use aya::maps::{HashMap as BpfHashMap, MapData, RingBuf};
+use sentinel_common::{
+    CgroupStats, Counter, FutexWait, OomEvent, ProcStats, RSS_ANON, RSS_FILE, RSS_SHMEM, RSS_SWAP, WAIT_OWNER_PI,
+    WAIT_OWNER_READ, WAIT_SEEDED, futex_op, maps,
+};
+
+use crate::{
+    cgroup::{self, MemCounters, Mounts, Resolver},
+    collect::{self, Sample},
+    loader::Sentinel,
+    procfs::{self, MemStatus},
+    report::*,
+};
+
+/// Set by SIGINT/SIGTERM: ends the window early; the report still prints.
+pub static STOP: AtomicBool = AtomicBool::new(false);
+
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    pub pid: Option<u32>,
+    /// v2 path relative to the mount (normalized), descendants included.
+    pub cgroup: Option<String>,
+}
+
+impl Filter {
+    fn any(&self) -> bool {
+        self.pid.is_some() || self.cgroup.is_some()
+    }
+    fn matches(&self, pid: u32, cgroup: Option<&str>) -> bool {
+        if self.pid.is_some_and(|p| p != pid) {
+            return false;
+        }
+        match (&self.cgroup, cgroup) {
+            (Some(f), Some(c)) => cgroup::within(c, f),
+            (Some(_), None) => false,
+            (None, _) => true,
+        }
+    }
+}
+
+/// Runs a window of `duration` and builds its report. `ready` is called once
+/// the probes are attached and the baseline is taken.
+pub fn observe(s: &mut Sentinel, duration: Duration, filter: &Filter, ready: impl FnOnce()) -> Result<Report> {
+    let mounts = Mounts::discover();
+    let mut resolver = Resolver::new(&mounts);
+    let mem_root = mounts.memory_root();
+    let mem_before = mem_root.as_ref().map(|(r, v1)| cgroup::memory_counters(r, *v1)).unwrap_or_default();
+
+    if s.probe("futex").is_some_and(|p| p.working()) {
+        let map = s.ebpf.map_mut(maps::FUTEX_WAITS).context("map FUTEX_WAITS missing")?;
+        let mut waits: BpfHashMap<&mut MapData, u32, FutexWait> = BpfHashMap::try_from(map)?;
+        let n = crate::probes::futex::seed_blocked(&mut waits, collect::monotonic_ns());
+        tracing::debug!("seeded {n} threads already blocked in futex waits");
+    }
+    let mut oom_ring: Option<RingBuf<MapData>> =
+        s.ebpf.take_map(maps::OOM_EVENTS).and_then(|m| RingBuf::try_from(m).ok());
+
+    let start = collect::sample(&s.ebpf)?;
+    let started = Instant::now();
+    ready();
+
+    let mut ooms = Vec::new();
+    while started.elapsed() < duration && !STOP.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(50).min(duration.saturating_sub(started.elapsed())));
+        drain_ooms(&mut oom_ring, &mut ooms);
+    }
+    drain_ooms(&mut oom_ring, &mut ooms);
+    let end = collect::sample(&s.ebpf)?;
+    let elapsed = started.elapsed();
+
+    let mem_after = mem_root.as_ref().map(|(r, v1)| cgroup::memory_counters(r, *v1)).unwrap_or_default();
+    let oom_kills = ooms
+        .iter()
+        .map(|e| oom_kill(e, &mut resolver, &mem_before, &mem_after, end.mono_ns))
+        .filter(|k| {
+            !filter.any()
+                || filter.matches(k.victim_pid, k.victim_cgroup.as_deref())
+                || filter.matches(k.trigger_pid, k.trigger_cgroup.as_deref())
+        })
+        .collect();
+
+    let mut report = build(s, &start, &end, elapsed, filter, &mut resolver);
+    report.oom_kills = oom_kills;
+    Ok(report)
+}
+
+fn drain_ooms(ring: &mut Option<RingBuf<MapData>>, out: &mut Vec<OomEvent>) {
+    let Some(ring) = ring.as_mut() else { return };
+    while let Some(item) = ring.next() {
+        if item.len() >= std::mem::size_of::<OomEvent>() {
+            // SAFETY: the kernel wrote an OomEvent; the length is checked.
+            out.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<OomEvent>()) });
+        }
+    }
+}
+
+fn cstr(b: &[u8]) -> String {
+    let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+    String::from_utf8_lossy(&b[..end]).into_owned()
+}
+
+fn unix_ms_of(mono_ns: u64, now_mono: u64) -> u64 {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    (now.as_nanos() as u64).saturating_sub(now_mono.saturating_sub(mono_ns)) / 1_000_000
+}
+
+fn oom_kill(
+    e: &OomEvent,
+    resolver: &mut Resolver,
+    before: &HashMap<String, MemCounters>,
+    after: &HashMap<String, MemCounters>,
+    now_mono: u64,
+) -> OomKill {
+    let proc = Path::new("/proc");
+    let victim_cgroup = resolver.path(e.victim_cgroup_id).or_else(|| procfs::cgroup_v2_path(proc, e.victim_pid));
+    let victim_comm = match cstr(&e.victim_comm) {
+        c if c.is_empty() => procfs::comm(proc, e.victim_pid).unwrap_or_default(),
+        c => c,
+    };
+    let limit = cgroup::oom_limit_cgroup(before, after);
+    let limit_cgroup = limit.and_then(|(_, l)| l);
+    OomKill {
+        ts_unix_ms: unix_ms_of(e.ts_ns, now_mono),
+        victim_pid: e.victim_pid,
+        victim_comm,
+        victim_cgroup,
+        victim_cgroup_id: e.victim_cgroup_id,
+        trigger_pid: e.trigger_tgid,
+        trigger_comm: cstr(&e.trigger_comm),
+        trigger_cgroup: resolver.path(e.trigger_cgroup_id),
+        kind: if limit_cgroup.is_some() { "cgroup" } else { "global" }.into(),
+        limit_bytes: limit_cgroup.as_ref().and_then(|l| after.get(l)).and_then(|c| c.limit),
+        limit_cgroup,
+        anon_rss_bytes: e.anon_rss_kb * 1024,
+        file_rss_bytes: e.file_rss_kb * 1024,
+        shmem_rss_bytes: e.shmem_rss_kb * 1024,
+        total_vm_bytes: e.total_vm_kb * 1024,
+        pgtables_bytes: e.pgtables_kb * 1024,
+        oom_score_adj: e.oom_score_adj,
+        uid: e.victim_uid,
+    }
+}
+
+/// A cgroup's cumulative totals in one sample: exited members (folded in
+/// kernel) plus the live ones.
+fn cgroup_totals(s: &Sample) -> HashMap<u64, CgroupStats> {
+    let mut t = s.cgroups.clone();
+    for p in s.procs.values() {
+        let c = t.entry(p.cgroup_id).or_default();
+        c.faults += p.faults;
+        c.futex_waits += p.futex_waits;
+        c.futex_wait_ns += p.futex_wait_ns;
+        c.read_bytes += p.read_bytes;
+        c.read_ops += p.read_ops;
+        c.blk_write_bytes += p.blk_write_bytes;
+        c.write_ops += p.write_ops;
+        c.direct_write_bytes += p.direct_write_bytes;
+        c.dirtied_bytes += p.dirtied_bytes;
+    }
+    t
+}
+
+fn cgroup_delta(a: Option<&CgroupStats>, b: &CgroupStats) -> CgroupStats {
+    let z = CgroupStats::default();
+    let a = a.unwrap_or(&z);
+    CgroupStats {
+        faults: b.faults.saturating_sub(a.faults),
+        futex_waits: b.futex_waits.saturating_sub(a.futex_waits),
+        futex_wait_ns: b.futex_wait_ns.saturating_sub(a.futex_wait_ns),
+        read_bytes: b.read_bytes.saturating_sub(a.read_bytes),
+        read_ops: b.read_ops.saturating_sub(a.read_ops),
+        blk_write_bytes: b.blk_write_bytes.saturating_sub(a.blk_write_bytes),
+        write_ops: b.write_ops.saturating_sub(a.write_ops),
+        direct_write_bytes: b.direct_write_bytes.saturating_sub(a.direct_write_bytes),
+        dirtied_bytes: b.dirtied_bytes.saturating_sub(a.dirtied_bytes),
+        exited: b.exited.saturating_sub(a.exited),
+    }
+}
+
+/// Window delta of one process. A pid seen at the end but not at the start
+/// started in the window (or reused a pid that exited, whose entry the exit
+/// probe removed), so its full counts belong to the window.
+fn proc_delta(a: Option<&ProcStats>, b: &ProcStats) -> ProcStats {
+    let mut d = *b;
+    if let Some(a) = a {
+        d.faults = b.faults.saturating_sub(a.faults);
+        d.futex_waits = b.futex_waits.saturating_sub(a.futex_waits);
+        d.futex_wait_ns = b.futex_wait_ns.saturating_sub(a.futex_wait_ns);
+        d.read_bytes = b.read_bytes.saturating_sub(a.read_bytes);
+        d.read_ops = b.read_ops.saturating_sub(a.read_ops);
+        d.blk_write_bytes = b.blk_write_bytes.saturating_sub(a.blk_write_bytes);
+        d.write_ops = b.write_ops.saturating_sub(a.write_ops);
+        d.direct_write_bytes = b.direct_write_bytes.saturating_sub(a.direct_write_bytes);
+        d.dirtied_bytes = b.dirtied_bytes.saturating_sub(a.dirtied_bytes);
+        for (h, ha) in d.futex_hist.iter_mut().zip(a.futex_hist.iter()) {
+            *h = h.saturating_sub(*ha);
+        }
+    }
+    d
+}
+
+fn op_name(op: u32) -> &'static str {
+    match op {
+        futex_op::WAIT => "wait",
+        futex_op::WAIT_BITSET => "wait_bitset",
+        futex_op::LOCK_PI => "lock_pi",
+        futex_op::LOCK_PI2 => "lock_pi2",
+        futex_op::WAIT_REQUEUE_PI => "wait_requeue_pi",
+        futex_op::WAITV => "waitv",
+        futex_op::WAIT2 => "futex_wait",
+        _ => "unknown",
+    }
+}
+
+/// RSS by member: the kernel's values where it has reported them, /proc for
+/// the rest (a member that has not changed since attach has no event yet).
+fn rss_of(p: &ProcStats, pid: u32, in_kernel: bool) -> (Rss, &'static str) {
+    let known = |m: usize| in_kernel && p.rss_known & (1 << m) != 0;
+    let all_known = [RSS_ANON, RSS_FILE, RSS_SHMEM, RSS_SWAP].iter().all(|&m| known(m));
+    let none_known = ![RSS_ANON, RSS_FILE, RSS_SHMEM, RSS_SWAP].iter().any(|&m| known(m));
+    let ps: MemStatus =
+        if all_known { MemStatus::default() } else { procfs::mem_status(Path::new("/proc"), pid).unwrap_or_default() };
+    let pick = |m: usize, fallback: u64| if known(m) { p.rss[m].max(0) as u64 } else { fallback };
+    let rss = Rss {
+        anon: pick(RSS_ANON, ps.rss_anon),
+        file: pick(RSS_FILE, ps.rss_file),
+        shmem: pick(RSS_SHMEM, ps.rss_shmem),
+        swap: pick(RSS_SWAP, ps.vm_swap),
+    };
+    (rss, if all_known { "kernel" } else if none_known { "proc" } else { "mixed" })
+}
+
+fn blocked_threads(s: &Sentinel, pid: u32, end: &Sample) -> Vec<BlockedThread> {
+    let mut out: Vec<BlockedThread> = end
+        .waits
+        .iter()
+        .filter(|(_, w)| w.tgid == pid)
+        .map(|(&tid, w)| {
+            // A glibc `__owner` slot read from a condition variable or a
+            // semaphore is noise: only a live thread of the same process
+            // (other than the waiter) counts as an owner.
+            let owner = (w.flags & (WAIT_OWNER_PI | WAIT_OWNER_READ) != 0
+                && w.owner_tid != 0
+                && w.owner_tid != tid
+                && Path::new(&format!("/proc/{pid}/task/{}", w.owner_tid)).exists())
+            .then_some(w.owner_tid);
+            BlockedThread {
+                tid,
+                uaddr: format!("{:#x}", w.uaddr),
+                op: op_name(w.op).into(),
+                owner_tid: owner,
+                waiting_s: end.mono_ns.saturating_sub(w.start_ns) as f64 / 1e9,
+                seeded: w.flags & WAIT_SEEDED != 0,
+                stack: collect::stack(&s.ebpf, w.stack_id).iter().map(|ip| format!("{ip:#x}")).collect(),
+            }
+        })
+        .collect();
+    out.sort_by_key(|b| b.tid);
+    out
+}
+
+fn build(s: &Sentinel, start: &Sample, end: &Sample, elapsed: Duration, filter: &Filter, resolver: &mut Resolver) -> Report {
+    let proc_root = Path::new("/proc");
+    let in_kernel = s.rss_in_kernel();
+
+    let mut processes = Vec::new();
+    for (&pid, p) in &end.procs {
+        if !procfs::alive(proc_root, pid) {
+            continue;
+        }
+        let cg_path = resolver.path(p.cgroup_id).or_else(|| procfs::cgroup_v2_path(proc_root, pid));
+        if !filter.matches(pid, cg_path.as_deref()) {
+            continue;
+        }
+        let d = proc_delta(start.procs.get(&pid), p);
+        let blocked = blocked_threads(s, pid, end);
+        let active = d.faults + d.futex_waits + d.read_bytes + d.dirtied_bytes + d.direct_write_bytes + d.blk_write_bytes > 0;
+        if !filter.any() && !active && blocked.is_empty() {
+            continue;
+        }
+        let (rss, rss_source) = rss_of(p, pid, in_kernel);
+        let comm = match cstr(&p.comm) {
+            c if c.is_empty() => procfs::comm(proc_root, pid).unwrap_or_default(),
+            c => c,
+        };
+        processes.push(ProcessReport {
+            pid,
+            comm,
+            cgroup: cg_path,
+            cgroup_id: p.cgroup_id,
+            rss_bytes: rss.anon + rss.file + rss.shmem,
+            rss,
+            rss_source: rss_source.into(),
+            page_faults: d.faults,
+            futex_waits: d.futex_waits,
+            futex_wait_ns: d.futex_wait_ns,
+            futex_max_wait_ns: p.futex_wait_max_ns,
+            futex_blocked_threads: blocked.len() as u32,
+            longest_futex_wait_s: blocked.iter().map(|b| b.waiting_s).fold(0.0, f64::max),
+            blocked,
+            read_bytes: d.read_bytes,
+            write_bytes: d.dirtied_bytes + d.direct_write_bytes,
+            dirtied_bytes: d.dirtied_bytes,
+            direct_write_bytes: d.direct_write_bytes,
+            blk_write_bytes: d.blk_write_bytes,
+        });
+    }
+    processes.sort_by(|a, b| b.rss_bytes.cmp(&a.rss_bytes).then(a.pid.cmp(&b.pid)));
+
+    let before = cgroup_totals(start);
+    let after = cgroup_totals(end);
+    let mut cgroups = Vec::new();
+    for (&id, t) in &after {
+        let d = cgroup_delta(before.get(&id), t);
+        let path = resolver.path(id);
+        let matches = match (&filter.cgroup, &path) {
+            (Some(f), Some(p)) => cgroup::within(p, f),
+            (Some(_), None) => false,
+            (None, _) => filter.pid.is_none(),
+        };
+        let active = d.faults + d.read_bytes + d.dirtied_bytes + d.direct_write_bytes + d.futex_waits + d.exited > 0;
+        if !matches || (!active && filter.cgroup.is_none()) {
+            continue;
+        }
+        cgroups.push(CgroupReport {
+            id,
+            path,
+            page_faults: d.faults,
+            read_bytes: d.read_bytes,
+            write_bytes: d.dirtied_bytes + d.direct_write_bytes,
+            dirtied_bytes: d.dirtied_bytes,
+            direct_write_bytes: d.direct_write_bytes,
+            futex_waits: d.futex_waits,
+            exited_processes: d.exited,
+        });
+    }
+    cgroups.sort_by(|a, b| (b.write_bytes + b.page_faults).cmp(&(a.write_bytes + a.page_faults)));
+
+    let mut devices: Vec<DeviceReport> = end
+        .devices
+        .iter()
+        .filter_map(|(&dev, b)| {
+            let a = start.devices.get(&dev);
+            let sub = |f: fn(&sentinel_common::DevStats) -> u64| f(b).saturating_sub(a.map(f).unwrap_or(0));
+            let completed = sub(|d| d.completed);
+            let (major, minor) = (dev >> 20, dev & 0xfffff);
+            let r = DeviceReport {
+                dev: format!("{major}:{minor}"),
+                name: device_name(major, minor),
+                read_bytes: sub(|d| d.read_bytes),
+                read_ops: sub(|d| d.read_ops),
+                write_bytes: sub(|d| d.write_bytes),
+                write_ops: sub(|d| d.write_ops),
+                avg_latency_us: (completed > 0).then(|| sub(|d| d.lat_ns_total) as f64 / completed as f64 / 1e3),
+                latency_hist: b
+                    .lat_hist
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| v.saturating_sub(a.map(|a| a.lat_hist[i]).unwrap_or(0)))
+                    .collect(),
+            };
+            (r.read_ops + r.write_ops > 0).then_some(r)
+        })
+        .collect();
+    devices.sort_by(|a, b| a.dev.cmp(&b.dev));
+
+    let mut counters = BTreeMap::new();
+    let mut drops = BTreeMap::new();
+    for c in Counter::ALL {
+        let v = end.counters[c as usize].saturating_sub(start.counters[c as usize]);
+        if c.is_drop() { drops.insert(c.name().to_string(), v) } else { counters.insert(c.name().to_string(), v) };
+    }
+    let fill = |start: usize, end: usize, max: u32| MapFill { start, end, max };
+    let maps = BTreeMap::from([
+        ("procs".to_string(), fill(start.procs.len(), end.procs.len(), sentinel_common::MAX_PROCS)),
+        ("cgroups".to_string(), fill(start.cgroups.len(), end.cgroups.len(), sentinel_common::MAX_CGROUPS)),
+        ("futex_waits".to_string(), fill(start.waits.len(), end.waits.len(), sentinel_common::MAX_FUTEX_WAITS)),
+        ("mm_owners".to_string(), fill(start.mm_owners, end.mm_owners, sentinel_common::MAX_MM)),
+        ("io_inflight".to_string(), fill(start.io_inflight, end.io_inflight, sentinel_common::MAX_IO_INFLIGHT)),
+        ("devices".to_string(), fill(start.devices.len(), end.devices.len(), sentinel_common::MAX_DEVICES)),
+    ]);
+
+    Report {
+        sentinel_version: env!("CARGO_PKG_VERSION").into(),
+        kernel: procfs::kernel_release(),
+        duration_s: elapsed.as_secs_f64(),
+        processes,
+        cgroups,
+        devices,
+        oom_kills: Vec::new(),
+        probes: s.probes.clone(),
+        counters,
+        drops,
+        maps,
+    }
+}
+
+fn device_name(major: u32, minor: u32) -> Option<String> {
+    let text = std::fs::read_to_string(format!("/sys/dev/block/{major}:{minor}/uevent")).ok()?;
+    text.lines().find_map(|l| l.strip_prefix("DEVNAME=").map(str::to_string))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn proc(faults: u64, dirtied: u64) -> ProcStats {
+        let mut p: ProcStats = unsafe { std::mem::zeroed() };
+        p.faults = faults;
+        p.dirtied_bytes = dirtied;
+        p
+    }
+
+    #[test]
+    fn process_delta_is_the_window() {
+        let d = proc_delta(Some(&proc(100, 4096)), &proc(250, 8192));
+        assert_eq!((d.faults, d.dirtied_bytes), (150, 4096));
+        let d = proc_delta(None, &proc(250, 8192));
+        assert_eq!(d.faults, 250, "a process born in the window counts in full");
+    }
+
+    #[test]
+    fn an_exit_moves_counts_without_losing_them() {
+        // Start: process 7 alive in cgroup 42 with 100 faults.
+        let mut p = proc(100, 0);
+        p.cgroup_id = 42;
+        let start = Sample {
+            mono_ns: 0,
+            procs: HashMap::from([(7, p)]),
+            cgroups: HashMap::new(),
+            waits: HashMap::new(),
+            devices: HashMap::new(),
+            counters: [0; sentinel_common::NUM_COUNTERS as usize],
+            mm_owners: 0,
+            io_inflight: 0,
+        };
+        // End: it faulted 50 more, then exited; the kernel folded 150.
+        let folded = CgroupStats { faults: 150, exited: 1, ..Default::default() };
+        let end = Sample { procs: HashMap::new(), cgroups: HashMap::from([(42, folded)]), ..start_clone(&start) };
+        let d = cgroup_delta(cgroup_totals(&start).get(&42), &cgroup_totals(&end)[&42]);
+        assert_eq!((d.faults, d.exited), (50, 1));
+    }
+
+    fn start_clone(s: &Sample) -> Sample {
+        Sample {
+            mono_ns: s.mono_ns,
+            procs: s.procs.clone(),
+            cgroups: s.cgroups.clone(),
+            waits: s.waits.clone(),
+            devices: s.devices.clone(),
+            counters: s.counters,
+            mm_owners: s.mm_owners,
+            io_inflight: s.io_inflight,
+        }
+    }
+
+    #[test]
+    fn filter_by_pid_and_cgroup() {
+        let f = Filter { pid: None, cgroup: Some("/job".into()) };
+        assert!(f.matches(1, Some("/job/a")));
+        assert!(!f.matches(1, Some("/jobs")));
+        assert!(!f.matches(1, None));
+        let f = Filter { pid: Some(5), cgroup: None };
+        assert!(f.matches(5, None));
+        assert!(!f.matches(6, None));
+    }
+}

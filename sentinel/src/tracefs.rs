@@ -1,0 +1,231 @@
+//! tracefs: where it is, mounting it when missing, and the field layout of
+//! each tracepoint on *this* kernel (from its `format` file), so no offset
+//! is baked in for one kernel.
+use std::{
+    collections::HashMap,
+    ffi::CString,
+    fs,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context, Result, bail};
+
+pub const TRACEFS: &str = "/sys/kernel/tracing";
+const DEBUGFS_TRACING: &str = "/sys/kernel/debug/tracing";
+
+/// Test-only switch: tracepoints listed here (comma separated,
+/// `category:name`) are treated as absent, to exercise degradation paths.
+pub const HIDE_ENV: &str = "SENTINEL_TEST_HIDE_TRACEPOINTS";
+
+#[derive(Debug, Clone)]
+pub struct Tracefs {
+    pub root: PathBuf,
+    pub mounted_by_us: bool,
+    hidden: Vec<String>,
+}
+
+/// A tracepoint field: byte offset and size in the record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Field {
+    pub offset: u32,
+    pub size: u32,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Format {
+    pub fields: HashMap<String, Field>,
+    pub print_fmt: String,
+}
+
+impl Tracefs {
+    /// Finds tracefs, mounting it at /sys/kernel/tracing when nothing is
+    /// mounted (a fresh machine has it unmounted; aya needs it to attach).
+    pub fn open() -> Result<Tracefs> {
+        let hidden = std::env::var(HIDE_ENV)
+            .map(|v| v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
+            .unwrap_or_default();
+        for root in [TRACEFS, DEBUGFS_TRACING] {
+            if Path::new(root).join("events").is_dir() {
+                return Ok(Tracefs { root: root.into(), mounted_by_us: false, hidden });
+            }
+        }
+        mount_tracefs(TRACEFS)?;
+        if !Path::new(TRACEFS).join("events").is_dir() {
+            bail!("mounted tracefs at {TRACEFS} but it has no events/ directory");
+        }
+        tracing::info!("tracefs was not mounted: mounted it at {TRACEFS}");
+        Ok(Tracefs { root: TRACEFS.into(), mounted_by_us: true, hidden })
+    }
+
+    pub fn is_hidden(&self, category: &str, name: &str) -> bool {
+        self.hidden.iter().any(|h| h == &format!("{category}:{name}"))
+    }
+
+    pub fn exists(&self, category: &str, name: &str) -> bool {
+        !self.is_hidden(category, name) && self.event_dir(category, name).join("format").is_file()
+    }
+
+    fn event_dir(&self, category: &str, name: &str) -> PathBuf {
+        self.root.join("events").join(category).join(name)
+    }
+
+    /// The parsed format file, or `None` when the tracepoint is absent.
+    pub fn format(&self, category: &str, name: &str) -> Result<Option<Format>> {
+        if self.is_hidden(category, name) {
+            return Ok(None);
+        }
+        let path = self.event_dir(category, name).join("format");
+        match fs::read_to_string(&path) {
+            Ok(text) => Ok(Some(parse_format(&text))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+        }
+    }
+}
+
+fn mount_tracefs(target: &str) -> Result<()> {
+    let src = CString::new("nodev")?;
+    let tgt = CString::new(target)?;
+    let fstype = CString::new("tracefs")?;
+    // SAFETY: valid NUL-terminated strings; no data argument.
+    let rc = unsafe { libc::mount(src.as_ptr(), tgt.as_ptr(), fstype.as_ptr(), 0, std::ptr::null()) };
+    if rc != 0 {
+        let err = std::io::Error::last_os_error();
+        bail!("tracefs is not mounted and mounting it at {target} failed: {err} (run `mount -t tracefs nodev {target}` as root)");
+    }
+    Ok(())
+}
+
+/// Parses a tracefs `format` file: `field:TYPE NAME; offset:N; size:N; ...`.
+pub fn parse_format(text: &str) -> Format {
+    let mut fmt = Format::default();
+    for line in text.lines() {
+        let line = line.trim();
+        if let Some(rest) = line.strip_prefix("print fmt:") {
+            fmt.print_fmt = rest.trim().to_string();
+            continue;
+        }
+        let Some(rest) = line.strip_prefix("field:") else { continue };
+        let mut parts = rest.split(';').map(str::trim);
+        let Some(decl) = parts.next() else { continue };
+        let mut offset = None;
+        let mut size = None;
+        for p in parts {
+            if let Some(v) = p.strip_prefix("offset:") {
+                offset = v.parse().ok();
+            } else if let Some(v) = p.strip_prefix("size:") {
+                size = v.parse().ok();
+            }
+        }
+        // The name is the last identifier once array brackets are dropped:
+        // `char comm[16]`, `__data_loc char[] cmd`, `u32 * uaddr`.
+        let mut bare = String::with_capacity(decl.len());
+        let mut depth = 0;
+        for c in decl.chars() {
+            match c {
+                '[' => depth += 1,
+                ']' => depth -= 1,
+                _ if depth == 0 => bare.push(c),
+                _ => {}
+            }
+        }
+        let name = bare.rsplit(|c: char| c.is_whitespace() || c == '*').find(|s| !s.is_empty()).unwrap_or_default();
+        if let (Some(offset), Some(size)) = (offset, size) {
+            fmt.fields.insert(name.to_string(), Field { offset, size });
+        }
+    }
+    fmt
+}
+
+impl Format {
+    /// Offset of `name` if it exists with one of the expected sizes (a
+    /// field whose size changed is as good as missing: the program reads a
+    /// fixed width).
+    pub fn offset(&self, name: &str, sizes: &[u32]) -> Option<u32> {
+        self.fields.get(name).filter(|f| sizes.contains(&f.size)).map(|f| f.offset)
+    }
+
+    /// The value of a flag in a `__print_flags(..., { VALUE, "NAME" })`
+    /// table of the print format, e.g. iomap's `{ (1 << 18), "WRITE" }`.
+    pub fn print_flag(&self, name: &str) -> Option<u32> {
+        let needle = format!("\"{name}\"");
+        let at = self.print_fmt.find(&needle)?;
+        let open = self.print_fmt[..at].rfind('{')?;
+        let expr = self.print_fmt[open + 1..at].trim().trim_end_matches(',').trim();
+        eval_flag_expr(expr)
+    }
+}
+
+/// Evaluates the small constant expressions found in print formats:
+/// `(1 << 18)`, `0x00000002`, `( int) (( __kernel_rwf_t)0x00000004)`.
+fn eval_flag_expr(expr: &str) -> Option<u32> {
+    let cleaned: String = expr.chars().filter(|c| !c.is_whitespace()).collect();
+    // Drop casts like `(int)` and `(__kernel_rwf_t)`.
+    let mut s = cleaned.clone();
+    for cast in ["(int)", "(__kernel_rwf_t)", "(unsignedint)", "(unsignedlong)"] {
+        s = s.replace(cast, "");
+    }
+    let s = s.trim_matches(|c| c == '(' || c == ')');
+    if let Some((a, b)) = s.split_once("<<") {
+        let a = parse_int(a.trim_matches(|c| c == '(' || c == ')'))?;
+        let b = parse_int(b.trim_matches(|c| c == '(' || c == ')'))?;
+        return a.checked_shl(b);
+    }
+    parse_int(s)
+}
+
+fn parse_int(s: &str) -> Option<u32> {
+    let s = s.trim_end_matches(['U', 'u', 'L', 'l']);
+    if let Some(h) = s.strip_prefix("0x") { u32::from_str_radix(h, 16).ok() } else { s.parse().ok() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RSS: &str = "name: rss_stat
+ID: 526
+format:
+	field:unsigned short common_type;	offset:0;	size:2;	signed:0;
+	field:int common_pid;	offset:4;	size:4;	signed:1;
+
+	field:unsigned int mm_id;	offset:8;	size:4;	signed:0;
+	field:unsigned int curr;	offset:12;	size:4;	signed:0;
+	field:int member;	offset:16;	size:4;	signed:1;
+	field:long size;	offset:24;	size:8;	signed:1;
+
+print fmt: \"mm_id=%u curr=%d type=%s size=%ldB\", REC->mm_id";
+
+    #[test]
+    fn parses_fields() {
+        let f = parse_format(RSS);
+        assert_eq!(f.fields["size"], Field { offset: 24, size: 8 });
+        assert_eq!(f.offset("member", &[4]), Some(16));
+        assert_eq!(f.offset("member", &[8]), None, "a size change counts as missing");
+        assert_eq!(f.offset("nope", &[4]), None);
+    }
+
+    #[test]
+    fn parses_pointer_array_and_data_loc_fields() {
+        let f = parse_format(
+            "\tfield:u32 * uaddr;\toffset:16;\tsize:8;\tsigned:0;\n\
+             \tfield:char rwbs[10];\toffset:34;\tsize:10;\tsigned:0;\n\
+             \tfield:__data_loc char[] cmd;\toffset:60;\tsize:4;\tsigned:0;\n",
+        );
+        assert_eq!(f.offset("uaddr", &[8]), Some(16));
+        assert_eq!(f.offset("rwbs", &[10]), Some(34));
+        assert_eq!(f.offset("cmd", &[4]), Some(60));
+    }
+
+    #[test]
+    fn finds_print_flags() {
+        let f = Format {
+            print_fmt: "\"flags %s\", __print_flags(REC->ki_flags, \"|\", { ( int) (( __kernel_rwf_t)0x00000002), \"DSYNC\" }, { (1 << 17), \"DIRECT\" }, { (1 << 18), \"WRITE\" })".into(),
+            ..Default::default()
+        };
+        assert_eq!(f.print_flag("WRITE"), Some(1 << 18));
+        assert_eq!(f.print_flag("DIRECT"), Some(1 << 17));
+        assert_eq!(f.print_flag("DSYNC"), Some(2));
+        assert_eq!(f.print_flag("MISSING"), None);
+    }
+}
