@@ -38,6 +38,10 @@ pub mod maps {
 /// kernel struct offsets read from BTF.
 pub const CONFIG_GLOBAL: &str = "CONFIG";
 
+/// Programs can read tracepoint fields within this many bytes of the record
+/// start (one load instruction per offset; the verifier wants immediates).
+pub const MAX_CTX_OFFSET: u32 = 128;
+
 /// Offsets are byte offsets into the tracepoint record; `NONE` marks a field
 /// this kernel does not have.
 pub const NONE: u32 = u32::MAX;

@@ -98,6 +98,27 @@ impl Resolver {
         self.by_id.get(&id).cloned()
     }
 
+    /// The id (inode) of a v2 path.
+    pub fn id_of(&self, rel: &str) -> Option<u64> {
+        let root = self.root.as_ref()?;
+        fs::metadata(root.join(rel.trim_start_matches('/'))).ok().map(|m| m.ino())
+    }
+
+    /// Pids in cgroup `rel` and its descendants.
+    pub fn procs_in(&self, rel: &str) -> Vec<u32> {
+        let Some(root) = &self.root else { return Vec::new() };
+        let mut out = Vec::new();
+        let mut stack = vec![root.join(rel.trim_start_matches('/'))];
+        while let Some(dir) = stack.pop() {
+            if let Ok(text) = fs::read_to_string(dir.join("cgroup.procs")) {
+                out.extend(text.lines().filter_map(|l| l.trim().parse::<u32>().ok()));
+            }
+            let Ok(entries) = fs::read_dir(&dir) else { continue };
+            stack.extend(entries.flatten().filter(|e| e.file_type().is_ok_and(|t| t.is_dir())).map(|e| e.path()));
+        }
+        out
+    }
+
     /// Accepts a v2-relative path (`/app.slice/x`) or an absolute path under
     /// the v2 mount, and returns the relative form, checking it exists.
     pub fn normalize(&self, user: &str) -> Result<String> {

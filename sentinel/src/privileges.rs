@@ -50,11 +50,20 @@ impl Privileges {
     }
 }
 
-/// The kernel lockdown mode (`none`, `integrity`, `confidentiality`), when
-/// securityfs is mounted. Under `confidentiality` fentry and kernel memory
-/// reads are refused, which decides the program types sentinel can use.
+/// The kernel lockdown mode (`none`, `integrity`, `confidentiality`).
+/// Under `confidentiality` fentry and kernel memory reads are refused,
+/// which decides the program types sentinel can use. securityfs is
+/// mounted (read-only use) when it is not, as a fresh machine has it.
 pub fn lockdown() -> Option<String> {
-    let text = fs::read_to_string("/sys/kernel/security/lockdown").ok()?;
+    const SECURITYFS: &str = "/sys/kernel/security";
+    let file = format!("{SECURITYFS}/lockdown");
+    if !std::path::Path::new(&file).exists() {
+        let (src, tgt, fs) = (c"none", c"/sys/kernel/security", c"securityfs");
+        // SAFETY: NUL-terminated literals, no data argument. Failure (not
+        // root, no securityfs) just leaves the mode unknown.
+        unsafe { libc::mount(src.as_ptr(), tgt.as_ptr(), fs.as_ptr(), 0, std::ptr::null()) };
+    }
+    let text = fs::read_to_string(&file).ok()?;
     // "none integrity [confidentiality]": the bracketed one is active.
     text.split_whitespace().find_map(|w| w.strip_prefix('[').and_then(|w| w.strip_suffix(']')).map(str::to_string))
 }

@@ -273,11 +273,25 @@ fn build(s: &Sentinel, start: &Sample, end: &Sample, elapsed: Duration, filter: 
     let proc_root = Path::new("/proc");
     let in_kernel = s.rss_in_kernel();
 
+    // Candidates: every process with kernel stats, every process with a
+    // thread blocked in a futex wait (a deadlocked process causes no other
+    // event), and whatever the filter names explicitly.
+    let mut candidates: Vec<u32> = end.procs.keys().copied().collect();
+    candidates.extend(end.waits.values().map(|w| w.tgid));
+    candidates.extend(filter.pid);
+    if let Some(cg) = &filter.cgroup {
+        candidates.extend(resolver.procs_in(cg));
+    }
+    candidates.sort_unstable();
+    candidates.dedup();
+
     let mut processes = Vec::new();
-    for (&pid, p) in &end.procs {
+    for pid in candidates {
         if !procfs::alive(proc_root, pid) {
             continue;
         }
+        let p = end.procs.get(&pid).copied().unwrap_or_else(|| idle_proc(resolver, pid));
+        let p = &p;
         let cg_path = resolver.path(p.cgroup_id).or_else(|| procfs::cgroup_v2_path(proc_root, pid));
         if !filter.matches(pid, cg_path.as_deref()) {
             continue;
@@ -289,10 +303,9 @@ fn build(s: &Sentinel, start: &Sample, end: &Sample, elapsed: Duration, filter: 
             continue;
         }
         let (rss, rss_source) = rss_of(p, pid, in_kernel);
-        let comm = match cstr(&p.comm) {
-            c if c.is_empty() => procfs::comm(proc_root, pid).unwrap_or_default(),
-            c => c,
-        };
+        // The kernel records the comm of whichever thread caused the first
+        // event (a worker's name, maybe); the leader's is the process's name.
+        let comm = procfs::comm(proc_root, pid).unwrap_or_else(|| cstr(&p.comm));
         processes.push(ProcessReport {
             pid,
             comm,
@@ -403,6 +416,16 @@ fn build(s: &Sentinel, start: &Sample, end: &Sample, elapsed: Duration, filter: 
         drops,
         maps,
     }
+}
+
+/// Stats for a live process that caused no event since attach.
+fn idle_proc(resolver: &mut Resolver, pid: u32) -> ProcStats {
+    // SAFETY: ProcStats is plain old data; all-zero is a valid value.
+    let mut p: ProcStats = unsafe { std::mem::zeroed() };
+    if let Some(path) = procfs::cgroup_v2_path(Path::new("/proc"), pid) {
+        p.cgroup_id = resolver.id_of(&path).unwrap_or(0);
+    }
+    p
 }
 
 fn device_name(major: u32, minor: u32) -> Option<String> {

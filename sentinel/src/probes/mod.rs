@@ -156,11 +156,20 @@ impl<'a> Configurator<'a> {
 }
 
 /// `Ok` offset of `field` with one of `sizes`, else the reason as `Err`.
+/// Also checks the program can read it: it loads fields at their natural
+/// alignment, within the first `MAX_CTX_OFFSET` bytes of the record (one
+/// load instruction per possible offset, see the eBPF `util.rs`).
 pub fn need_field(fmt: &crate::tracefs::Format, field: &str, sizes: &[u32]) -> Result<u32, String> {
-    fmt.offset(field, sizes).ok_or_else(|| match fmt.fields.get(field) {
-        Some(f) => format!("field `{field}` has size {} (expected {sizes:?})", f.size),
-        None => format!("field `{field}` missing"),
-    })
+    let f = fmt.fields.get(field).ok_or_else(|| format!("field `{field}` missing"))?;
+    if !sizes.contains(&f.size) {
+        return Err(format!("field `{field}` has size {} (expected {sizes:?})", f.size));
+    }
+    // Arrays (e.g. `char rwbs[10]`) are read by their first byte.
+    let width = if f.size > 8 { 1 } else { f.size };
+    if f.offset % width != 0 || f.offset + width > sentinel_common::MAX_CTX_OFFSET {
+        return Err(format!("field `{field}` at offset {} is beyond what the program can read", f.offset));
+    }
+    Ok(f.offset)
 }
 
 enum Link {
