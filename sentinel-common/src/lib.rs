@@ -16,6 +16,7 @@ pub const MAX_STACKS: u32 = 4096;
 pub const MAX_DEVICES: u32 = 256;
 pub const MAX_IO_INFLIGHT: u32 = 8192;
 pub const MAX_MM: u32 = 16384;
+pub const MAX_DIO_THREADS: u32 = 4096;
 pub const OOM_RINGBUF_BYTES: u32 = 64 * 1024;
 /// Frames kept per user stack.
 pub const STACK_DEPTH: usize = 32;
@@ -28,6 +29,7 @@ pub mod maps {
     pub const STACKS: &str = "STACKS";
     pub const DEVICES: &str = "DEVICES";
     pub const IO_INFLIGHT: &str = "IO_INFLIGHT";
+    pub const DIO_BUDGET: &str = "DIO_BUDGET";
     pub const MM_OWNERS: &str = "MM_OWNERS";
     pub const OOM_EVENTS: &str = "OOM_EVENTS";
     pub const COUNTERS: &str = "COUNTERS";
@@ -71,11 +73,11 @@ pub struct Config {
     pub blk_done_sector: u32,
     pub blk_done_nr_sector: u32,
     pub blk_done_rwbs: u32,
+    // block:block_bio_queue
+    pub bio_nr_sector: u32,
+    pub bio_rwbs: u32,
     // iomap:iomap_dio_rw_begin
     pub dio_count: u32,
-    pub dio_ki_flags: u32,
-    /// The `IOCB_WRITE` bit, parsed from the tracepoint's print format.
-    pub dio_write_flag: u32,
     // oom:mark_victim
     pub oom_pid: u32,
     pub oom_total_vm: u32,
@@ -114,9 +116,9 @@ impl Config {
             blk_done_sector: NONE,
             blk_done_nr_sector: NONE,
             blk_done_rwbs: NONE,
+            bio_nr_sector: NONE,
+            bio_rwbs: NONE,
             dio_count: NONE,
-            dio_ki_flags: NONE,
-            dio_write_flag: 0,
             oom_pid: NONE,
             oom_total_vm: NONE,
             oom_anon_rss: NONE,
@@ -164,11 +166,13 @@ pub struct ProcStats {
     pub futex_wait_max_ns: u64,
     pub read_bytes: u64,
     pub read_ops: u64,
-    /// Block writes issued in this process's context (direct I/O, and
+    /// Block writes submitted in this process's context (direct I/O, and
     /// writeback it performs itself, e.g. under fsync).
     pub blk_write_bytes: u64,
     pub write_ops: u64,
-    /// Direct I/O writes submitted (iomap), in the writer's context.
+    /// Block writes submitted inside a direct-I/O call (iomap), in the
+    /// writer's context; writeback this process runs itself (fsync) is not
+    /// counted here, since its pages were counted when dirtied.
     pub direct_write_bytes: u64,
     /// Page-cache bytes this process dirtied: buffered writes, charged to
     /// the writer and not to the kworker that later flushes them.
@@ -310,6 +314,7 @@ pub enum Counter {
     FutexExit = 3,
     BlockIssue = 4,
     BlockComplete = 5,
+    BioQueue = 11,
     DirtyFolio = 6,
     DioBegin = 7,
     OomVictim = 8,
@@ -326,11 +331,12 @@ pub enum Counter {
     MmFull = 23,
     OwnerReadFail = 24,
     WaitvReadFail = 25,
+    DioFull = 26,
 }
 pub const NUM_COUNTERS: u32 = 32;
 
 impl Counter {
-    pub const ALL: [Counter; 21] = [
+    pub const ALL: [Counter; 23] = [
         Counter::Faults,
         Counter::RssStat,
         Counter::FutexEnter,
@@ -342,6 +348,7 @@ impl Counter {
         Counter::OomVictim,
         Counter::Exec,
         Counter::Exit,
+        Counter::BioQueue,
         Counter::ProcsFull,
         Counter::CgroupsFull,
         Counter::FutexWaitsFull,
@@ -352,6 +359,7 @@ impl Counter {
         Counter::MmFull,
         Counter::OwnerReadFail,
         Counter::WaitvReadFail,
+        Counter::DioFull,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -367,6 +375,7 @@ impl Counter {
             Counter::OomVictim => "oom_victim",
             Counter::Exec => "exec",
             Counter::Exit => "exit",
+            Counter::BioQueue => "bio_queue",
             Counter::ProcsFull => "procs_map_full",
             Counter::CgroupsFull => "cgroups_map_full",
             Counter::FutexWaitsFull => "futex_waits_map_full",
@@ -377,6 +386,7 @@ impl Counter {
             Counter::MmFull => "mm_map_full",
             Counter::OwnerReadFail => "owner_read_failed",
             Counter::WaitvReadFail => "waitv_read_failed",
+            Counter::DioFull => "dio_map_full",
         }
     }
 

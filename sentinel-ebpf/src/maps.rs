@@ -4,7 +4,9 @@ use aya_ebpf::{
     macros::map,
     maps::{HashMap, PerCpuArray},
 };
-use sentinel_common::{CgroupStats, MAX_CGROUPS, MAX_PROCS, NUM_COUNTERS, ProcStats};
+use sentinel_common::{
+    CgroupStats, MAX_CGROUPS, MAX_DIO_THREADS, MAX_PROCS, NUM_COUNTERS, ProcStats,
+};
 
 #[map(name = "PROCS")]
 pub static PROCS: HashMap<u32, ProcStats> = HashMap::with_max_entries(MAX_PROCS, 0);
@@ -14,3 +16,10 @@ pub static CGROUPS: HashMap<u64, CgroupStats> = HashMap::with_max_entries(MAX_CG
 
 #[map(name = "COUNTERS")]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(NUM_COUNTERS, 0);
+
+/// tid -> bytes of the direct-I/O call it is in. Block writes the thread
+/// submits draw on it: that is how a direct write is told apart from the
+/// writeback of pages the thread dirtied earlier (fsync), which was already
+/// charged when the pages were dirtied.
+#[map(name = "DIO_BUDGET")]
+pub static DIO_BUDGET: HashMap<u32, u64> = HashMap::with_max_entries(MAX_DIO_THREADS, 0);

@@ -53,18 +53,30 @@ const EMPTY: ProcStats = ProcStats {
     futex_hist: [0; sentinel_common::HIST_BUCKETS],
 };
 
-/// The current process's stats, created on first use. Also refreshes the
-/// cgroup id, so a process moved to another cgroup is charged there from
-/// then on.
+/// The current process's stats, created on first use. The cgroup id is
+/// recorded at creation only: the hot probes (faults, RSS) skip the helper
+/// call; the others use [`current_proc_refresh`].
 #[inline(always)]
 pub fn current_proc(tgid: u32) -> Option<*mut ProcStats> {
-    let cg = unsafe { bpf_get_current_cgroup_id() };
     if let Some(p) = PROCS.get_ptr_mut(tgid) {
-        unsafe { (*p).cgroup_id = cg };
         return Some(p);
     }
+    create_proc(tgid)
+}
+
+/// As [`current_proc`], and re-reads the cgroup id, so a process moved to
+/// another cgroup is charged there from its next I/O, wait or exec on.
+#[inline(always)]
+pub fn current_proc_refresh(tgid: u32) -> Option<*mut ProcStats> {
+    let p = current_proc(tgid)?;
+    unsafe { (*p).cgroup_id = bpf_get_current_cgroup_id() };
+    Some(p)
+}
+
+#[inline(always)]
+fn create_proc(tgid: u32) -> Option<*mut ProcStats> {
     let mut fresh = EMPTY;
-    fresh.cgroup_id = cg;
+    fresh.cgroup_id = unsafe { bpf_get_current_cgroup_id() };
     fresh.comm = bpf_get_current_comm().unwrap_or([0; 16]);
     // NOEXIST: another CPU may have created it meanwhile; that is fine.
     if PROCS.insert(tgid, fresh, BPF_NOEXIST as u64).is_err() && PROCS.get_ptr_mut(tgid).is_none() {

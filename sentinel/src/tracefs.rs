@@ -34,7 +34,6 @@ pub struct Field {
 #[derive(Debug, Clone, Default)]
 pub struct Format {
     pub fields: HashMap<String, Field>,
-    pub print_fmt: String,
 }
 
 impl Tracefs {
@@ -101,10 +100,6 @@ pub fn parse_format(text: &str) -> Format {
     let mut fmt = Format::default();
     for line in text.lines() {
         let line = line.trim();
-        if let Some(rest) = line.strip_prefix("print fmt:") {
-            fmt.print_fmt = rest.trim().to_string();
-            continue;
-        }
         let Some(rest) = line.strip_prefix("field:") else { continue };
         let mut parts = rest.split(';').map(str::trim);
         let Some(decl) = parts.next() else { continue };
@@ -144,39 +139,6 @@ impl Format {
     pub fn offset(&self, name: &str, sizes: &[u32]) -> Option<u32> {
         self.fields.get(name).filter(|f| sizes.contains(&f.size)).map(|f| f.offset)
     }
-
-    /// The value of a flag in a `__print_flags(..., { VALUE, "NAME" })`
-    /// table of the print format, e.g. iomap's `{ (1 << 18), "WRITE" }`.
-    pub fn print_flag(&self, name: &str) -> Option<u32> {
-        let needle = format!("\"{name}\"");
-        let at = self.print_fmt.find(&needle)?;
-        let open = self.print_fmt[..at].rfind('{')?;
-        let expr = self.print_fmt[open + 1..at].trim().trim_end_matches(',').trim();
-        eval_flag_expr(expr)
-    }
-}
-
-/// Evaluates the small constant expressions found in print formats:
-/// `(1 << 18)`, `0x00000002`, `( int) (( __kernel_rwf_t)0x00000004)`.
-fn eval_flag_expr(expr: &str) -> Option<u32> {
-    let cleaned: String = expr.chars().filter(|c| !c.is_whitespace()).collect();
-    // Drop casts like `(int)` and `(__kernel_rwf_t)`.
-    let mut s = cleaned.clone();
-    for cast in ["(int)", "(__kernel_rwf_t)", "(unsignedint)", "(unsignedlong)"] {
-        s = s.replace(cast, "");
-    }
-    let s = s.trim_matches(|c| c == '(' || c == ')');
-    if let Some((a, b)) = s.split_once("<<") {
-        let a = parse_int(a.trim_matches(|c| c == '(' || c == ')'))?;
-        let b = parse_int(b.trim_matches(|c| c == '(' || c == ')'))?;
-        return a.checked_shl(b);
-    }
-    parse_int(s)
-}
-
-fn parse_int(s: &str) -> Option<u32> {
-    let s = s.trim_end_matches(['U', 'u', 'L', 'l']);
-    if let Some(h) = s.strip_prefix("0x") { u32::from_str_radix(h, 16).ok() } else { s.parse().ok() }
 }
 
 #[cfg(test)]
@@ -215,17 +177,5 @@ print fmt: \"mm_id=%u curr=%d type=%s size=%ldB\", REC->mm_id";
         assert_eq!(f.offset("uaddr", &[8]), Some(16));
         assert_eq!(f.offset("rwbs", &[10]), Some(34));
         assert_eq!(f.offset("cmd", &[4]), Some(60));
-    }
-
-    #[test]
-    fn finds_print_flags() {
-        let f = Format {
-            print_fmt: "\"flags %s\", __print_flags(REC->ki_flags, \"|\", { ( int) (( __kernel_rwf_t)0x00000002), \"DSYNC\" }, { (1 << 17), \"DIRECT\" }, { (1 << 18), \"WRITE\" })".into(),
-            ..Default::default()
-        };
-        assert_eq!(f.print_flag("WRITE"), Some(1 << 18));
-        assert_eq!(f.print_flag("DIRECT"), Some(1 << 17));
-        assert_eq!(f.print_flag("DSYNC"), Some(2));
-        assert_eq!(f.print_flag("MISSING"), None);
     }
 }

@@ -1,9 +1,10 @@
-//! Block I/O at the request level: bytes and ops per device and per issuing
-//! process, and completion latency per device.
+//! Block I/O. Requests (`block_rq_*`): bytes, ops and latency per device;
+//! a request may be dispatched later from a kworker, so requests are not
+//! charged to processes. Bios (`block_bio_queue`) are submitted in the
+//! context of whoever asked for the I/O: that is where processes are charged.
 //!
-//! Requests issued by the flusher run in a kworker's context; those bytes
-//! are charged to their real writer by `writes.rs` when the pages are
-//! dirtied, not here.
+//! Buffered writes reach the disk from the flusher; `writes.rs` charges
+//! them to the process that dirtied the pages instead.
 use aya_ebpf::{
     EbpfContext,
     bindings::{BPF_ANY, BPF_NOEXIST},
@@ -18,7 +19,8 @@ use sentinel_common::{
 
 use crate::{
     config,
-    util::{add, count, ctx_small, current_ids, current_proc, field_u32, field_u64},
+    maps::DIO_BUDGET,
+    util::{add, count, ctx_small, current_ids, current_proc_refresh, field_u32, field_u64},
 };
 
 #[map(name = "DEVICES")]
@@ -94,17 +96,43 @@ pub fn block_rq_issue_tp(ctx: TracePointContext) -> u32 {
     {
         count(Counter::IoInflightFull);
     }
-    let (tgid, _) = current_ids();
-    if let Some(p) = current_proc(tgid) {
-        unsafe {
-            if write {
-                add(&raw mut (*p).blk_write_bytes, bytes);
-                add(&raw mut (*p).write_ops, 1);
-            } else {
-                add(&raw mut (*p).read_bytes, bytes);
-                add(&raw mut (*p).read_ops, 1);
-            }
+    0
+}
+
+#[tracepoint(category = "block", name = "block_bio_queue")]
+pub fn block_bio_queue_tp(ctx: TracePointContext) -> u32 {
+    count(Counter::BioQueue);
+    let c = config();
+    let raw = ctx.as_ptr();
+    let (Some(sectors), Some(op)) = (
+        field_u32(raw, c.bio_nr_sector),
+        ctx_small(raw, c.bio_rwbs, 1),
+    ) else {
+        return 0;
+    };
+    let write = match op as u8 {
+        b'W' => true,
+        b'R' => false,
+        _ => return 0,
+    };
+    let bytes = (sectors as u64) << 9;
+    let (tgid, tid) = current_ids();
+    let Some(p) = current_proc_refresh(tgid) else {
+        return 0;
+    };
+    unsafe {
+        if !write {
+            add(&raw mut (*p).read_bytes, bytes);
+            add(&raw mut (*p).read_ops, 1);
+            return 0;
         }
+        add(&raw mut (*p).blk_write_bytes, bytes);
+        add(&raw mut (*p).write_ops, 1);
+    }
+    if let Some(budget) = DIO_BUDGET.get_ptr_mut(tid) {
+        let direct = unsafe { (*budget).min(bytes) };
+        unsafe { *budget -= direct };
+        add(unsafe { &raw mut (*p).direct_write_bytes }, direct);
     }
     0
 }

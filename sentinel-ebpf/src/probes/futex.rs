@@ -20,7 +20,7 @@ use sentinel_common::{
 
 use crate::{
     config,
-    util::{add, add32, count, current_ids, current_proc, field_u64},
+    util::{add, add32, count, current_ids, current_proc_refresh, field_u64},
 };
 
 #[map(name = "FUTEX_WAITS")]
@@ -133,7 +133,7 @@ pub fn futex_exit_tp(_ctx: TracePointContext) -> u32 {
     let start = unsafe { (*w).start_ns };
     let _ = FUTEX_WAITS.remove(tid);
     let d = unsafe { bpf_ktime_get_ns() }.saturating_sub(start);
-    let Some(p) = current_proc(tgid) else {
+    let Some(p) = current_proc_refresh(tgid) else {
         return 0;
     };
     unsafe {

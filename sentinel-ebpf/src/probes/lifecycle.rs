@@ -9,16 +9,16 @@ use sentinel_common::{CgroupStats, Counter};
 
 use crate::{
     config,
-    maps::{CGROUPS, PROCS},
+    maps::{CGROUPS, DIO_BUDGET, PROCS},
     probes::{futex::forget_thread, rss::forget_mm},
-    util::{add, count, ctx_small, current_ids, current_proc},
+    util::{add, count, ctx_small, current_ids, current_proc_refresh},
 };
 
 #[tracepoint(category = "sched", name = "sched_process_exec")]
 pub fn process_exec_tp(_ctx: TracePointContext) -> u32 {
     count(Counter::Exec);
     let (tgid, _) = current_ids();
-    if let Some(p) = current_proc(tgid) {
+    if let Some(p) = current_proc_refresh(tgid) {
         if let Ok(comm) = bpf_get_current_comm() {
             unsafe { (*p).comm = comm };
         }
@@ -31,6 +31,7 @@ pub fn process_exit_tp(ctx: TracePointContext) -> u32 {
     count(Counter::Exit);
     let (tgid, tid) = current_ids();
     forget_thread(tid);
+    let _ = DIO_BUDGET.remove(tid);
     // `group_dead` (newer kernels) is true for the last thread out; older
     // kernels fall back to the leader's exit.
     let last = match ctx_small(ctx.as_ptr(), config().exit_group_dead, 1) {

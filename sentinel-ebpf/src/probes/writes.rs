@@ -3,6 +3,7 @@
 //! later by kworkers) and direct I/O submissions.
 use aya_ebpf::{
     EbpfContext,
+    bindings::BPF_ANY,
     macros::{btf_tracepoint, tracepoint},
     programs::{BtfTracePointContext, TracePointContext},
 };
@@ -10,14 +11,15 @@ use sentinel_common::{Counter, NONE};
 
 use crate::{
     config,
-    util::{add, count, current_ids, current_proc, field_u32, field_u64},
+    maps::DIO_BUDGET,
+    util::{add, count, current_ids, current_proc_refresh, field_u64},
 };
 
 #[inline(always)]
 fn charge_dirty(bytes: u64) {
     count(Counter::DirtyFolio);
     let (tgid, _) = current_ids();
-    if let Some(p) = current_proc(tgid) {
+    if let Some(p) = current_proc_refresh(tgid) {
         add(unsafe { &raw mut (*p).dirtied_bytes }, bytes);
     }
 }
@@ -52,23 +54,27 @@ pub fn dirty_folio_tp(_ctx: TracePointContext) -> u32 {
     0
 }
 
+/// Opens a direct-I/O budget for this thread: the bios it submits until the
+/// call completes are direct I/O (see `block.rs`). The tracepoint does not
+/// say read or write on synchronous calls; the bios do.
 #[tracepoint(category = "iomap", name = "iomap_dio_rw_begin")]
 pub fn dio_begin_tp(ctx: TracePointContext) -> u32 {
     count(Counter::DioBegin);
-    let c = config();
-    let raw = ctx.as_ptr();
-    let (Some(bytes), Some(flags)) = (
-        field_u64(raw, c.dio_count),
-        field_u32(raw, c.dio_ki_flags).map(|v| v as i32),
-    ) else {
+    let Some(bytes) = field_u64(ctx.as_ptr(), config().dio_count) else {
         return 0;
     };
-    if flags as u32 & c.dio_write_flag == 0 {
-        return 0;
+    let (_, tid) = current_ids();
+    if DIO_BUDGET.insert(tid, bytes, BPF_ANY as u64).is_err() {
+        count(Counter::DioFull);
     }
-    let (tgid, _) = current_ids();
-    if let Some(p) = current_proc(tgid) {
-        add(unsafe { &raw mut (*p).direct_write_bytes }, bytes);
-    }
+    0
+}
+
+/// Closes the budget. Asynchronous completions run elsewhere; their budget
+/// is replaced by the thread's next call or removed when it exits.
+#[tracepoint(category = "iomap", name = "iomap_dio_complete")]
+pub fn dio_complete_tp(_ctx: TracePointContext) -> u32 {
+    let (_, tid) = current_ids();
+    let _ = DIO_BUDGET.remove(tid);
     0
 }

@@ -1,4 +1,5 @@
-//! Block requests: bytes, ops and latency per device and per issuing process.
+//! Block I/O: requests give bytes, ops and latency per device; bios, which
+//! are submitted in the requester's context, give per-process bytes.
 use super::{Configurator, Need, ProbeSpec, ProgSpec, Variant, need_field};
 
 pub const SPEC: ProbeSpec = ProbeSpec {
@@ -8,6 +9,13 @@ pub const SPEC: ProbeSpec = ProbeSpec {
         degraded: None,
         progs: &[
             ProgSpec { program: "block_rq_issue_tp", category: "block", name: "block_rq_issue", btf: false, need: Need::Required },
+            ProgSpec {
+                program: "block_bio_queue_tp",
+                category: "block",
+                name: "block_bio_queue",
+                btf: false,
+                need: Need::Optional,
+            },
             ProgSpec {
                 program: "block_rq_complete_tp",
                 category: "block",
@@ -26,6 +34,11 @@ pub fn configure(cx: &mut Configurator) {
         c.blk_issue_sector = need_field(f, "sector", &[8])?;
         c.blk_issue_bytes = need_field(f, "bytes", &[4])?;
         c.blk_issue_rwbs = need_field(f, "rwbs", &[8, 10])?;
+        Ok(())
+    });
+    cx.tracepoint("block", "block_bio_queue", |f, c| {
+        c.bio_nr_sector = need_field(f, "nr_sector", &[4])?;
+        c.bio_rwbs = need_field(f, "rwbs", &[8, 10])?;
         Ok(())
     });
     cx.tracepoint("block", "block_rq_complete", |f, c| {

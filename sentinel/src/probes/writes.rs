@@ -5,6 +5,8 @@ use crate::btf::Btf;
 
 const DIO: ProgSpec =
     ProgSpec { program: "dio_begin_tp", category: "iomap", name: "iomap_dio_rw_begin", btf: false, need: Need::Optional };
+const DIO_DONE: ProgSpec =
+    ProgSpec { program: "dio_complete_tp", category: "iomap", name: "iomap_dio_complete", btf: false, need: Need::Optional };
 
 pub const SPEC: ProbeSpec = ProbeSpec {
     name: "writes",
@@ -21,6 +23,7 @@ pub const SPEC: ProbeSpec = ProbeSpec {
                     need: Need::Required,
                 },
                 DIO,
+                DIO_DONE,
             ],
         },
         Variant {
@@ -35,6 +38,7 @@ pub const SPEC: ProbeSpec = ProbeSpec {
                     need: Need::Required,
                 },
                 DIO,
+                DIO_DONE,
             ],
         },
     ],
@@ -56,8 +60,6 @@ pub fn configure(cx: &mut Configurator) {
     }
     cx.tracepoint("iomap", "iomap_dio_rw_begin", |f, c| {
         c.dio_count = need_field(f, "count", &[8])?;
-        c.dio_ki_flags = need_field(f, "ki_flags", &[4])?;
-        c.dio_write_flag = f.print_flag("WRITE").ok_or("no WRITE flag in the print format")?;
         Ok(())
     });
 }
