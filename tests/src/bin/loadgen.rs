@@ -1,0 +1,351 @@
+//! Microbenchmark load for `cargo xtask bench`: runs one workload for a fixed
+//! time and prints its rate (operations per second) as one number on stdout.
+//!
+//! usage: loadgen <faults|futex|syscall|dio> [--seconds S] [--dir DIR]
+//!
+//! Each workload hammers one kernel path that sentinel probes, so the rate
+//! under a tracer, against the rate with nothing attached, is the tracer's
+//! cost on that path:
+//!   faults   first-touch page faults (exceptions:page_fault_user)
+//!   futex    FUTEX_WAIT/FUTEX_WAKE ping-pong (syscalls:sys_{enter,exit}_futex)
+//!   syscall  getppid in a loop: the tax any enabled syscall tracepoint puts
+//!            on every syscall of every process
+//!   dio      O_DIRECT 64 KiB overwrites (block:block_rq_issue/complete)
+
+use std::alloc::{Layout, alloc_zeroed, dealloc};
+use std::ffi::CString;
+use std::fs::{File, OpenOptions};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+type Result<T> = std::result::Result<T, String>;
+
+const USAGE: &str = "usage: loadgen <faults|futex|syscall|dio> [--seconds S] [--dir DIR]";
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(rate) => {
+            println!("{rate:.0}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("loadgen: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<f64> {
+    let mut args = std::env::args_os().skip(1);
+    let workload = args
+        .next()
+        .ok_or_else(|| USAGE.to_owned())?
+        .to_string_lossy()
+        .into_owned();
+    let mut seconds = 2.0_f64;
+    let mut dir = std::env::temp_dir();
+    while let Some(flag) = args.next() {
+        let value = args
+            .next()
+            .ok_or_else(|| format!("{} needs a value\n{USAGE}", flag.to_string_lossy()))?;
+        match flag.to_str() {
+            Some("--seconds") => {
+                seconds = value
+                    .to_str()
+                    .and_then(|v| v.parse().ok())
+                    .filter(|s: &f64| *s > 0.0 && s.is_finite())
+                    .ok_or_else(|| format!("--seconds {value:?}: not a positive number"))?;
+            }
+            Some("--dir") => dir = PathBuf::from(value),
+            _ => return Err(format!("unknown option {flag:?}\n{USAGE}")),
+        }
+    }
+    let duration = Duration::from_secs_f64(seconds);
+    match workload.as_str() {
+        "faults" => faults(duration),
+        "futex" => futex(duration),
+        "syscall" => Ok(syscall(duration)),
+        "dio" => dio(duration, &dir),
+        other => Err(format!("unknown workload {other:?}\n{USAGE}")),
+    }
+}
+
+/// Calls `chunk` (which does some work and returns how many operations it
+/// did) until `duration` has passed, after an untimed warm-up that takes
+/// first-run costs (lazy mappings, thread start, cold caches) out of the
+/// number. The rate divides by the time actually spent, so overshooting
+/// the deadline by part of a chunk does not bias it.
+fn measure(duration: Duration, mut chunk: impl FnMut() -> Result<u64>) -> Result<f64> {
+    let warmup = (duration / 10).min(Duration::from_millis(200));
+    let start = Instant::now();
+    while start.elapsed() < warmup {
+        chunk()?;
+    }
+    let start = Instant::now();
+    let mut ops = 0u64;
+    while start.elapsed() < duration {
+        ops += chunk()?;
+    }
+    Ok(ops as f64 / start.elapsed().as_secs_f64())
+}
+
+fn os_error(what: &str) -> String {
+    format!("{what}: {}", std::io::Error::last_os_error())
+}
+
+/// One operation = one first-touch page fault.
+fn faults(duration: Duration) -> Result<f64> {
+    const REGION: usize = 64 << 20;
+    // SAFETY: sysconf has no preconditions.
+    let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) })
+        .map_err(|_| os_error("sysconf(_SC_PAGESIZE)"))?;
+    measure(duration, || {
+        // SAFETY: a fresh private anonymous mapping, touched only inside its
+        // bounds and unmapped before the closure returns.
+        unsafe {
+            let p = libc::mmap(
+                std::ptr::null_mut(),
+                REGION,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            );
+            if p == libc::MAP_FAILED {
+                return Err(os_error("mmap of 64 MiB"));
+            }
+            // With THP one fault would map 2 MiB and the storm would be
+            // 512 times smaller; the point is many small faults.
+            libc::madvise(p, REGION, libc::MADV_NOHUGEPAGE);
+            let base = p.cast::<u8>();
+            for offset in (0..REGION).step_by(page) {
+                std::ptr::write_volatile(base.add(offset), 1);
+            }
+            if libc::munmap(p, REGION) != 0 {
+                return Err(os_error("munmap"));
+            }
+        }
+        Ok((REGION / page) as u64)
+    })
+}
+
+fn futex_wait(word: &AtomicU32, expected: u32) {
+    // SAFETY: the address is a live AtomicU32; a null timeout waits forever.
+    // EAGAIN (value already changed) and EINTR just send the caller back to
+    // re-checking the word.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
+            expected,
+            std::ptr::null::<libc::timespec>(),
+        );
+    }
+}
+
+fn futex_wake(word: &AtomicU32) {
+    // SAFETY: the address is a live AtomicU32.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
+            1,
+        );
+    }
+}
+
+/// One operation = one hand-off between the two threads. `turn` says whose
+/// turn it is (0: main thread, 1: partner). Every hand-off issues a
+/// FUTEX_WAKE, even with no sleeper, so the syscall count per hand-off is
+/// steady rather than depending on who won a race.
+fn futex(duration: Duration) -> Result<f64> {
+    const PER_CHUNK: u64 = 256;
+    // Both threads on one CPU (the partner inherits the mask). Across CPUs
+    // every wake-up is an IPI and, on a VM, a vCPU wake-up: the rate was
+    // bimodal (~35k or ~500k hand-offs/s depending on where the scheduler
+    // put the threads). On one CPU a hand-off is a futex wait, a wake and a
+    // context switch, which is the path that tracing taxes.
+    pin_to_current_cpu()?;
+    let turn = Arc::new(AtomicU32::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let partner = {
+        let (turn, stop) = (turn.clone(), stop.clone());
+        std::thread::Builder::new()
+            .name("futex-partner".into())
+            .spawn(move || {
+                loop {
+                    while turn.load(Ordering::Acquire) != 1 {
+                        futex_wait(&turn, 0);
+                    }
+                    // `stop` is set before the final hand-off, so it is
+                    // visible once we own the turn.
+                    if stop.load(Ordering::Acquire) {
+                        return;
+                    }
+                    turn.store(0, Ordering::Release);
+                    futex_wake(&turn);
+                }
+            })
+            .map_err(|e| format!("spawning the futex partner thread: {e}"))?
+    };
+    let pass = |turn: &AtomicU32| {
+        while turn.load(Ordering::Acquire) != 0 {
+            futex_wait(turn, 1);
+        }
+        turn.store(1, Ordering::Release);
+        futex_wake(turn);
+    };
+    let rate = measure(duration, || {
+        for _ in 0..PER_CHUNK {
+            pass(&turn);
+        }
+        Ok(2 * PER_CHUNK)
+    });
+    // Hand the turn over one last time with `stop` set, so the partner
+    // wakes, sees it and exits.
+    while turn.load(Ordering::Acquire) != 0 {
+        futex_wait(&turn, 1);
+    }
+    stop.store(true, Ordering::Release);
+    turn.store(1, Ordering::Release);
+    futex_wake(&turn);
+    partner
+        .join()
+        .map_err(|_| "the futex partner thread panicked".to_owned())?;
+    rate
+}
+
+fn pin_to_current_cpu() -> Result<()> {
+    // SAFETY: plain syscalls on a zero-initialised cpu_set_t we own.
+    unsafe {
+        let cpu = libc::sched_getcpu();
+        let cpu = usize::try_from(cpu).map_err(|_| os_error("sched_getcpu"))?;
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            return Err(os_error(&format!("pinning to CPU {cpu}")));
+        }
+    }
+    Ok(())
+}
+
+/// One operation = one getppid system call.
+fn syscall(duration: Duration) -> f64 {
+    const PER_CHUNK: u64 = 4096;
+    let rate = measure(duration, || {
+        for _ in 0..PER_CHUNK {
+            // SAFETY: getppid takes no arguments and cannot fail. Through
+            // libc::syscall so no libc wrapper can cache or skip it.
+            unsafe { libc::syscall(libc::SYS_getppid) };
+        }
+        Ok(PER_CHUNK)
+    });
+    // measure() only fails if the chunk does, and this one cannot.
+    rate.unwrap_or(0.0)
+}
+
+const DIO_FILE: u64 = 64 << 20;
+const DIO_BLOCK: usize = 64 << 10;
+
+/// A zeroed, page-aligned buffer, as O_DIRECT requires.
+struct AlignedBuf {
+    ptr: *mut u8,
+    layout: Layout,
+}
+
+impl AlignedBuf {
+    fn new(len: usize) -> Result<AlignedBuf> {
+        let layout = Layout::from_size_align(len, 4096).map_err(|e| e.to_string())?;
+        // SAFETY: the layout has a non-zero size.
+        let ptr = unsafe { alloc_zeroed(layout) };
+        if ptr.is_null() {
+            return Err(format!("allocating {len} bytes"));
+        }
+        Ok(AlignedBuf { ptr, layout })
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        // SAFETY: ptr points to layout.size() initialised (zeroed) bytes we own.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.layout.size()) }
+    }
+}
+
+impl Drop for AlignedBuf {
+    fn drop(&mut self) {
+        // SAFETY: allocated in new() with this very layout.
+        unsafe { dealloc(self.ptr, self.layout) }
+    }
+}
+
+/// One operation = one 64 KiB O_DIRECT write, each a block request.
+fn dio(duration: Duration, dir: &Path) -> Result<f64> {
+    refuse_memory_fs(dir)?;
+    let path = dir.join(format!("loadgen-dio-{}", std::process::id()));
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_DIRECT)
+        .open(&path)
+        .map_err(|e| format!("creating {} with O_DIRECT: {e}", path.display()))?;
+    // Unlinked at once: the space is freed when we exit, however we exit.
+    std::fs::remove_file(&path).map_err(|e| format!("removing {}: {e}", path.display()))?;
+
+    let buf = AlignedBuf::new(DIO_BLOCK)?;
+    let write_at = |file: &File, offset: u64| -> Result<()> {
+        let n = file
+            .write_at(buf.as_slice(), offset)
+            .map_err(|e| format!("O_DIRECT pwrite at {offset} in {}: {e}", path.display()))?;
+        if n != DIO_BLOCK {
+            return Err(format!("short O_DIRECT write ({n} of {DIO_BLOCK} bytes)"));
+        }
+        Ok(())
+    };
+    // Allocate every block before timing, so the timed loop is pure
+    // overwrites: no block allocation or unwritten-extent conversion.
+    for offset in (0..DIO_FILE).step_by(DIO_BLOCK) {
+        write_at(&file, offset)?;
+    }
+    file.sync_all()
+        .map_err(|e| format!("fsync of {}: {e}", path.display()))?;
+
+    const PER_CHUNK: u64 = 16;
+    let mut offset = 0u64;
+    measure(duration, || {
+        for _ in 0..PER_CHUNK {
+            write_at(&file, offset)?;
+            offset = (offset + DIO_BLOCK as u64) % DIO_FILE;
+        }
+        Ok(PER_CHUNK)
+    })
+}
+
+/// On tmpfs or ramfs O_DIRECT writes never become block requests, so the
+/// benchmark would measure nothing of interest.
+fn refuse_memory_fs(dir: &Path) -> Result<()> {
+    let c_dir = CString::new(dir.as_os_str().as_bytes())
+        .map_err(|_| format!("{} contains a NUL byte", dir.display()))?;
+    // SAFETY: statfs only writes into the zeroed struct we pass.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statfs(c_dir.as_ptr(), &mut st) } != 0 {
+        return Err(os_error(&format!("statfs {}", dir.display())));
+    }
+    // From linux/magic.h; libc has no RAMFS_MAGIC. Magics are 32-bit
+    // whatever the width of f_type.
+    const RAMFS_MAGIC: u32 = 0x8584_58f6;
+    if st.f_type == libc::TMPFS_MAGIC || st.f_type as u32 == RAMFS_MAGIC {
+        return Err(format!(
+            "{} is on a memory filesystem; pass --dir on a disk-backed one",
+            dir.display()
+        ));
+    }
+    Ok(())
+}

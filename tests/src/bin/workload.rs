@@ -1,0 +1,345 @@
+//! Real workloads for sentinel's end-to-end tests (std + libc only).
+//!
+//! Protocol on stdin/stdout (see tests/src/workload.rs): set up, print
+//! `ready` (or `unsupported: <why>`), wait for a `go` line, do the measured
+//! work, print `done [key=value ...]`, then stay alive until stdin closes or
+//! the test kills us, so sentinel still lists the process at the end of its
+//! window. Failures print `error: <why>` and exit 2.
+//!
+//! Subcommands:
+//!   faults <MiB>                 touch every page of a fresh anonymous mapping
+//!   rss <MiB>                    same, then hold it (for rss_bytes vs VmRSS)
+//!   deadlock                     two threads deadlock on two pthread mutexes
+//!   direct-write <path> <MiB>    O_DIRECT writes of aligned 1 MiB buffers, then fsync
+//!   buffered-write <path> <MiB>  buffered 1 MiB writes, then fsync
+//!   oom <MiB>                    allocate+touch 1 MiB at a time up to MiB (expects to be OOM-killed)
+//!   forkstorm <forks> <execs>    short-lived children that touch pages and _exit, then fork+exec /bin/true
+//!   idle                         nothing (harness self-tests)
+
+use std::cell::UnsafeCell;
+use std::ffi::CString;
+use std::io::{BufRead, Write};
+use std::sync::{Arc, Barrier, mpsc};
+use std::time::{Duration, Instant};
+
+const MIB: usize = 1 << 20;
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    match args.as_slice() {
+        ["faults", mib] => faults(parse(mib)),
+        ["rss", mib] => faults(parse(mib)),
+        ["deadlock"] => deadlock(),
+        ["direct-write", path, mib] => write_file(path, parse(mib), true),
+        ["buffered-write", path, mib] => write_file(path, parse(mib), false),
+        ["oom", mib] => oom(parse(mib)),
+        ["forkstorm", forks, execs] => forkstorm(parse(forks), parse(execs)),
+        ["idle"] => {
+            say("ready");
+            wait_go();
+            say("done");
+            linger()
+        }
+        _ => die(&format!("unknown arguments {args:?}; see the module docs")),
+    }
+}
+
+fn say(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+fn die(msg: &str) -> ! {
+    say(&format!("error: {msg}"));
+    std::process::exit(2)
+}
+
+fn parse(s: &str) -> usize {
+    s.parse()
+        .unwrap_or_else(|_| die(&format!("not a number: {s:?}")))
+}
+
+fn errno() -> std::io::Error {
+    std::io::Error::last_os_error()
+}
+
+/// Blocks until a `go` line; exits quietly when stdin closes first.
+fn wait_go() {
+    let mut line = String::new();
+    loop {
+        line.clear();
+        match std::io::stdin().lock().read_line(&mut line) {
+            Ok(0) | Err(_) => std::process::exit(0),
+            Ok(_) if line.trim() == "go" => return,
+            Ok(_) => {}
+        }
+    }
+}
+
+/// Stays alive (blocked in read(2), not in a futex) until stdin closes.
+fn linger() -> ! {
+    let mut line = String::new();
+    loop {
+        line.clear();
+        match std::io::stdin().lock().read_line(&mut line) {
+            Ok(0) | Err(_) => std::process::exit(0),
+            Ok(_) => {}
+        }
+    }
+}
+
+fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    unsafe { libc::sysconf(libc::_SC_PAGESIZE) as usize }
+}
+
+/// A fresh private anonymous mapping, with transparent huge pages off so
+/// every base page faults on its own (hosts with THP `always` would
+/// otherwise fault 2 MiB at a time).
+fn map_anon(len: usize) -> *mut u8 {
+    // SAFETY: anonymous mapping, no aliasing; checked for MAP_FAILED.
+    unsafe {
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+        if p == libc::MAP_FAILED {
+            die(&format!("mmap {len} bytes: {}", errno()));
+        }
+        libc::madvise(p, len, libc::MADV_NOHUGEPAGE);
+        p.cast()
+    }
+}
+
+/// Writes one byte per page: one page fault each.
+fn touch(p: *mut u8, len: usize) {
+    let page = page_size();
+    for off in (0..len).step_by(page) {
+        // SAFETY: `off < len` and `p` maps `len` writable bytes.
+        unsafe { std::ptr::write_volatile(p.add(off), 1) };
+    }
+}
+
+fn faults(mib: usize) {
+    let len = mib * MIB;
+    let p = map_anon(len);
+    say(&format!("ready pages={}", len / page_size()));
+    wait_go();
+    touch(p, len);
+    say(&format!(
+        "done pages={} bytes={len} page_size={}",
+        len / page_size(),
+        page_size()
+    ));
+    linger()
+}
+
+/// A glibc mutex with default attributes (PTHREAD_MUTEX_NORMAL), the kind
+/// sentinel must decode owners of, not a Rust std mutex.
+struct PthreadMutex(UnsafeCell<libc::pthread_mutex_t>);
+// SAFETY: pthread mutexes are made to be shared between threads.
+unsafe impl Sync for PthreadMutex {}
+
+static MUTEX_A: PthreadMutex = PthreadMutex(UnsafeCell::new(libc::PTHREAD_MUTEX_INITIALIZER));
+static MUTEX_B: PthreadMutex = PthreadMutex(UnsafeCell::new(libc::PTHREAD_MUTEX_INITIALIZER));
+
+fn deadlock() {
+    say("ready");
+    wait_go();
+    let barrier = Arc::new(Barrier::new(2));
+    let (tx, rx) = mpsc::channel();
+    for (name, first, second) in [('a', &MUTEX_A, &MUTEX_B), ('b', &MUTEX_B, &MUTEX_A)] {
+        let barrier = Arc::clone(&barrier);
+        let tx = tx.clone();
+        std::thread::Builder::new()
+            .name(format!("deadlock-{name}"))
+            .spawn(move || {
+                // SAFETY: gettid and pthread_mutex_lock on static,
+                // initialised mutexes.
+                unsafe {
+                    let tid = libc::gettid();
+                    libc::pthread_mutex_lock(first.0.get());
+                    let _ = tx.send((name, tid));
+                    barrier.wait();
+                    // Never returns: the other thread holds `second` and
+                    // waits for `first`.
+                    libc::pthread_mutex_lock(second.0.get());
+                }
+                die("deadlock thread acquired both mutexes")
+            })
+            .unwrap_or_else(|e| die(&format!("spawning thread: {e}")));
+    }
+    drop(tx);
+    let (mut tid_a, mut tid_b) = (0, 0);
+    for _ in 0..2 {
+        match rx.recv() {
+            Ok(('a', tid)) => tid_a = tid,
+            Ok((_, tid)) => tid_b = tid,
+            Err(_) => die("a deadlock thread died"),
+        }
+    }
+    // Report only once both threads sleep in futex() on the other mutex's
+    // lock word (the first word of pthread_mutex_t), not on the barrier.
+    let addr_a = MUTEX_A.0.get() as u64;
+    let addr_b = MUTEX_B.0.get() as u64;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !(in_futex_on(tid_a, addr_b) && in_futex_on(tid_b, addr_a)) {
+        if Instant::now() > deadline {
+            die(&format!(
+                "threads {tid_a}/{tid_b} not both blocked on the mutexes after 30 s"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    say(&format!(
+        "done tid_a={tid_a} tid_b={tid_b} mutex_a={addr_a:#x} mutex_b={addr_b:#x}"
+    ));
+    linger()
+}
+
+/// True when thread `tid` of this process is inside futex(uaddr, ...).
+fn in_futex_on(tid: libc::pid_t, uaddr: u64) -> bool {
+    let Ok(text) = std::fs::read_to_string(format!("/proc/self/task/{tid}/syscall")) else {
+        return false;
+    };
+    let mut fields = text.split_whitespace();
+    let nr = fields.next().and_then(|f| f.parse::<i64>().ok());
+    let arg0 = fields
+        .next()
+        .and_then(|f| u64::from_str_radix(f.trim_start_matches("0x"), 16).ok());
+    nr == Some(libc::SYS_futex) && arg0 == Some(uaddr)
+}
+
+fn write_file(path: &str, mib: usize, direct: bool) {
+    let cpath = CString::new(path).unwrap_or_else(|_| die("path contains NUL"));
+    let mut flags = libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC;
+    if direct {
+        flags |= libc::O_DIRECT;
+    }
+    // SAFETY: plain open(2) with a NUL-terminated path.
+    let fd = unsafe { libc::open(cpath.as_ptr(), flags, 0o644) };
+    if fd < 0 {
+        let e = errno();
+        if direct && e.raw_os_error() == Some(libc::EINVAL) {
+            say(&format!("unsupported: O_DIRECT open of {path}: {e}"));
+            linger();
+        }
+        die(&format!("open {path}: {e}"));
+    }
+    // O_DIRECT wants buffers aligned to the logical block size; a page is
+    // enough for every block device.
+    let layout = std::alloc::Layout::from_size_align(MIB, page_size()).expect("valid layout");
+    // SAFETY: non-zero size; checked for null.
+    let buf = unsafe { std::alloc::alloc(layout) };
+    if buf.is_null() {
+        die("allocating the write buffer");
+    }
+    // SAFETY: `buf` holds MIB bytes.
+    let data = unsafe { std::slice::from_raw_parts_mut(buf, MIB) };
+    for (i, b) in data.iter_mut().enumerate() {
+        *b = (i % 251) as u8 | 1;
+    }
+    say("ready");
+    wait_go();
+    for _ in 0..mib {
+        let mut off = 0;
+        while off < MIB {
+            // SAFETY: writes from our own buffer.
+            let n = unsafe { libc::write(fd, data[off..].as_ptr().cast(), MIB - off) };
+            if n < 0 {
+                let e = errno();
+                if direct && off == 0 && e.raw_os_error() == Some(libc::EINVAL) {
+                    say(&format!("unsupported: O_DIRECT write to {path}: {e}"));
+                    linger();
+                }
+                die(&format!("write {path}: {e}"));
+            }
+            off += n as usize;
+        }
+    }
+    // SAFETY: fd is ours.
+    if unsafe { libc::fsync(fd) } != 0 {
+        die(&format!("fsync {path}: {}", errno()));
+    }
+    unsafe { libc::close(fd) };
+    say(&format!("done bytes={}", mib * MIB));
+    linger()
+}
+
+fn oom(max_mib: usize) {
+    say("ready");
+    wait_go();
+    for i in 1..=max_mib {
+        let p = map_anon(MIB);
+        touch(p, MIB);
+        say(&format!("allocated mib={i}"));
+    }
+    // Only reached when no limit stopped us.
+    say(&format!("done survived=1 mib={max_mib}"));
+    linger()
+}
+
+fn forkstorm(forks: usize, execs: usize) {
+    const BATCH: usize = 16;
+    const PAGES: usize = 4;
+    let page = page_size();
+    let scratch = vec![0u8; PAGES * page].leak().as_mut_ptr();
+    let true_bin = ["/bin/true", "/usr/bin/true"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .unwrap_or_else(|| die("no /bin/true"));
+    let true_c = CString::new(true_bin).expect("no NUL");
+    let argv = [true_c.as_ptr(), std::ptr::null()];
+    let envp = [std::ptr::null()];
+    say("ready");
+    wait_go();
+
+    let mut failures = 0;
+    let mut run = |total: usize, exec: bool| {
+        let mut pids = Vec::with_capacity(BATCH);
+        let mut started = 0;
+        while started < total {
+            pids.clear();
+            for _ in 0..BATCH.min(total - started) {
+                // SAFETY: single-threaded process; the child only touches
+                // memory that existed before the fork and calls
+                // async-signal-safe functions before _exit.
+                match unsafe { libc::fork() } {
+                    -1 => die(&format!("fork: {}", errno())),
+                    0 => unsafe {
+                        if exec {
+                            libc::execve(true_c.as_ptr(), argv.as_ptr(), envp.as_ptr());
+                            libc::_exit(127);
+                        }
+                        for i in 0..PAGES {
+                            std::ptr::write_volatile(scratch.add(i * page), 1);
+                        }
+                        libc::_exit(0);
+                    },
+                    pid => pids.push(pid),
+                }
+            }
+            for &pid in &pids {
+                let mut status = 0;
+                // SAFETY: reaping our own child.
+                let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+                if r != pid || !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
+                    failures += 1;
+                }
+            }
+            started += pids.len();
+        }
+    };
+    run(forks, false);
+    run(execs, true);
+    say(&format!(
+        "done forks={forks} execs={execs} failures={failures}"
+    ));
+    linger()
+}

@@ -1,0 +1,262 @@
+//! `sentinel check`: privileges, tracefs, and per-probe load/attach status.
+
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+
+use anyhow::{Context, Result, ensure};
+use sentinel_tests::report::{PROBE_NAMES, find_probe};
+use sentinel_tests::sentinel::{run_sentinel, sentinel_bin};
+use sentinel_tests::{CheckReport, ScratchDir, brief, require_root, run_check, serial, skip};
+
+const HIDE_ENV: &str = "SENTINEL_TEST_HIDE_TRACEPOINTS";
+const TRACEFS: &str = "/sys/kernel/tracing";
+
+/// Every probe is reported, with `expected(name)` as its status.
+fn check_statuses(
+    report: &CheckReport,
+    context: &str,
+    expected: impl Fn(&str) -> &'static [&'static str],
+) -> Result<()> {
+    for name in PROBE_NAMES {
+        let probe = report.probe(name)?;
+        let want = expected(name);
+        ensure!(
+            want.contains(&probe.status.as_str()),
+            "{context}: expected probe {name} to be {}, got {:?}; probe: {}; all probes: {}",
+            want.join(" or "),
+            probe.status,
+            brief(probe),
+            brief(&report.probes)
+        );
+    }
+    Ok(())
+}
+
+/// As root: exit 0 and every probe attached or degraded.
+#[test]
+fn check_as_root_passes() -> Result<()> {
+    let _serial = serial();
+    require_root!();
+    let out = run_check(&["--json"], |_| {})?;
+    let report = out.json()?;
+    ensure!(
+        out.code() == Some(0) && report.ok,
+        "expected `check --json` as root to exit 0 with ok: true, got {} with ok: {}; {}",
+        out.code().map_or("no exit code".into(), |c| c.to_string()),
+        report.ok,
+        out.describe()
+    );
+    ensure!(
+        report.privileges.ok && report.privileges.missing.is_empty(),
+        "expected no missing privileges as root, got {}",
+        brief(&report.privileges)
+    );
+    check_statuses(&report, "check as root", |_| &["attached", "degraded"])?;
+    ensure!(
+        report.btf && report.lockdown.as_deref().is_some_and(|l| !l.is_empty()),
+        "expected btf: true and lockdown as a string (kernel has BTF; lockdown is readable as root), got btf: {} lockdown: {:?}",
+        report.btf,
+        report.lockdown
+    );
+
+    let plain = run_check(&[], |_| {})?;
+    ensure!(
+        plain.code() == Some(0),
+        "expected plain `check` as root to exit 0, got {}",
+        plain.describe()
+    );
+    let text = format!("{}{}", plain.stdout, plain.stderr);
+    for name in PROBE_NAMES {
+        ensure!(
+            text.contains(name),
+            "expected plain `check` output to mention probe {name}; {}",
+            plain.describe()
+        );
+    }
+    Ok(())
+}
+
+/// As uid/gid 65534 (nobody): exit 1, naming the missing privilege.
+#[test]
+fn check_without_privilege_fails_and_says_why() -> Result<()> {
+    let _serial = serial();
+    require_root!();
+    // A copy nobody can reach and execute, whatever the repo's permissions.
+    let dir = ScratchDir::new_in(&std::env::temp_dir(), "check-nobody")?;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
+    let bin = dir.path().join("sentinel");
+    std::fs::copy(sentinel_bin()?, &bin).context("copying sentinel for uid 65534")?;
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755))?;
+    let as_nobody = |cmd: &mut std::process::Command| {
+        cmd.uid(65534).gid(65534).current_dir(Path::new("/"));
+    };
+
+    let out = run_sentinel(&bin, "check", &[], as_nobody)?;
+    let text = format!("{}{}", out.stdout, out.stderr);
+    ensure!(
+        out.code() == Some(1),
+        "expected `check` as uid 65534 to exit 1, got {}",
+        out.describe()
+    );
+    ensure!(
+        ["CAP_BPF", "CAP_PERFMON", "root"]
+            .iter()
+            .any(|p| text.contains(p)),
+        "expected `check` as uid 65534 to name the missing privilege (CAP_BPF / CAP_PERFMON / root), got {}",
+        out.describe()
+    );
+
+    let out = run_sentinel(&bin, "check", &["--json"], as_nobody)?;
+    ensure!(
+        out.code() == Some(1),
+        "expected `check --json` as uid 65534 to exit 1, got {}",
+        out.describe()
+    );
+    let report = out.json()?;
+    ensure!(
+        !report.ok && !report.privileges.ok && !report.privileges.missing.is_empty(),
+        "expected ok: false and a non-empty privileges.missing as uid 65534, got ok: {} privileges: {}",
+        report.ok,
+        brief(&report.privileges)
+    );
+    Ok(())
+}
+
+/// Without kmem:rss_stat the rss probe falls back to /proc: degraded, and
+/// check still passes.
+#[test]
+fn check_without_rss_stat_is_degraded() -> Result<()> {
+    let _serial = serial();
+    require_root!();
+    let out = run_check(&["--json"], |c| {
+        c.env(HIDE_ENV, "kmem:rss_stat");
+    })?;
+    let report = out.json()?;
+    ensure!(
+        out.code() == Some(0),
+        "expected exit 0 with {HIDE_ENV}=kmem:rss_stat (rss degrades to /proc), got {}",
+        out.describe()
+    );
+    check_statuses(&report, "kmem:rss_stat hidden", |name| {
+        if name == "rss" {
+            &["degraded"]
+        } else {
+            &["attached"]
+        }
+    })
+}
+
+/// Without block:block_rq_issue the block probe is unsupported: check
+/// fails, the other probes still attach.
+#[test]
+fn check_without_block_rq_issue_fails() -> Result<()> {
+    let _serial = serial();
+    require_root!();
+    let out = run_check(&["--json"], |c| {
+        c.env(HIDE_ENV, "block:block_rq_issue");
+    })?;
+    let report = out.json()?;
+    ensure!(
+        out.code() == Some(1) && !report.ok,
+        "expected exit 1 and ok: false with {HIDE_ENV}=block:block_rq_issue, got ok: {}; {}",
+        report.ok,
+        out.describe()
+    );
+    check_statuses(&report, "block:block_rq_issue hidden", |name| {
+        if name == "block" {
+            &["unsupported"]
+        } else {
+            &["attached"]
+        }
+    })?;
+    let block = find_probe(&report.probes, "block")?;
+    ensure!(
+        !block.detail.is_empty(),
+        "expected an explanation in the unsupported block probe's detail, got {}",
+        brief(block)
+    );
+    Ok(())
+}
+
+fn tracefs_mount_points() -> Result<Vec<String>> {
+    let mounts = std::fs::read_to_string("/proc/mounts")?;
+    Ok(mounts
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() > 2 && f[2] == "tracefs").then(|| f[1].to_string())
+        })
+        .collect())
+}
+
+/// Puts tracefs back at /sys/kernel/tracing if it is missing on drop.
+struct RemountTracefs;
+
+impl Drop for RemountTracefs {
+    fn drop(&mut self) {
+        if tracefs_mount_points().is_ok_and(|m| m.iter().any(|p| p == TRACEFS)) {
+            return;
+        }
+        // SAFETY: mount(2) with static NUL-terminated strings.
+        let rc = unsafe {
+            libc::mount(
+                c"nodev".as_ptr(),
+                c"/sys/kernel/tracing".as_ptr(),
+                c"tracefs".as_ptr(),
+                0,
+                std::ptr::null(),
+            )
+        };
+        if rc != 0 {
+            eprintln!(
+                "warning: could not remount tracefs at {TRACEFS}: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+}
+
+/// With tracefs unmounted, check mounts it itself and says so.
+#[test]
+fn check_mounts_missing_tracefs() -> Result<()> {
+    let _serial = serial();
+    require_root!();
+    let before = tracefs_mount_points()?;
+    if before.iter().any(|p| p != TRACEFS) {
+        skip!(
+            "tracefs is also mounted at {before:?}; sentinel may use that one, so this test cannot remove tracefs"
+        );
+    }
+    let _remount = RemountTracefs;
+    if before.iter().any(|p| p == TRACEFS) {
+        // SAFETY: umount2 with a static NUL-terminated path.
+        if unsafe { libc::umount2(c"/sys/kernel/tracing".as_ptr(), 0) } != 0 {
+            let err = std::io::Error::last_os_error();
+            if err.raw_os_error() == Some(libc::EBUSY) {
+                skip!("cannot unmount {TRACEFS}: {err} (something holds it open)");
+            }
+            return Err(err).context("unmounting tracefs");
+        }
+    }
+    ensure!(
+        !tracefs_mount_points()?.iter().any(|p| p == TRACEFS),
+        "test setup: tracefs still mounted at {TRACEFS} after umount"
+    );
+
+    let out = run_check(&["--json"], |_| {})?;
+    let report = out.json()?;
+    ensure!(
+        out.code() == Some(0),
+        "expected `check --json` to exit 0 with tracefs unmounted (sentinel mounts it), got {}",
+        out.describe()
+    );
+    ensure!(
+        report.tracefs.mounted_by_sentinel && report.tracefs.path.as_deref() == Some(TRACEFS),
+        "expected tracefs {{path: {TRACEFS:?}, mounted_by_sentinel: true}} with tracefs unmounted before check, got {}",
+        brief(&report.tracefs)
+    );
+    check_statuses(&report, "tracefs mounted by sentinel", |_| {
+        &["attached", "degraded"]
+    })
+}

@@ -1,0 +1,54 @@
+//! Process lifecycle: short-lived processes are folded into their cgroup and
+//! do not leak entries in the per-process map.
+
+use std::time::Duration;
+
+use anyhow::{Result, ensure};
+use sentinel_tests::workload::field;
+use sentinel_tests::{Snapshot, TestCgroup, Workload, brief, require_root, serial, workload_bin};
+
+/// ~3000 fork+_exit children and 300 fork+exec(/bin/true) inside a window:
+/// the procs map ends where it started (+64), and the cgroup counts them.
+#[test]
+fn fork_storm_is_folded_and_does_not_grow_procs_map() -> Result<()> {
+    let _serial = serial();
+    require_root!();
+    const FORKS: u64 = 3000;
+    const EXECS: u64 = 300;
+    let cg = TestCgroup::new("forkstorm")?;
+    let mut w = Workload::spawn(
+        workload_bin!(),
+        &["forkstorm", &FORKS.to_string(), &EXECS.to_string()],
+        &cg,
+    )?;
+    w.expect("ready", Duration::from_secs(60))?;
+    let mut snap = Snapshot::for_cgroup(&cg, Duration::from_secs(12))?;
+    w.go()?;
+    let done = w.expect("done", Duration::from_secs(300))?;
+    ensure!(
+        field(&done, "failures")? == 0,
+        "test setup: some children failed: {done}"
+    );
+    snap.ensure_observing("the fork storm finished")?;
+    let report = snap.finish()?;
+
+    let procs = report.map("procs")?;
+    ensure!(
+        procs.end <= procs.start + 64,
+        "expected maps.procs to stay within start + 64 after {} short-lived processes, got start {} end {}; maps: {}; drops: {}",
+        FORKS + EXECS,
+        procs.start,
+        procs.end,
+        brief(&report.maps),
+        brief(&report.drops)
+    );
+    let c = report.cgroup(&cg.path())?;
+    ensure!(
+        c.exited_processes >= FORKS,
+        "expected exited_processes >= {FORKS} for cgroup {} ({FORKS} fork+_exit and {EXECS} fork+exec children exited in the window), got {}; cgroup: {}",
+        cg.path(),
+        c.exited_processes,
+        brief(c)
+    );
+    Ok(())
+}

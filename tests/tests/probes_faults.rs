@@ -1,0 +1,97 @@
+//! Page faults and RSS, measured by the real probes on a real workload.
+
+use std::time::Duration;
+
+use anyhow::{Result, ensure};
+use sentinel_tests::workload::field;
+use sentinel_tests::{
+    MIB, Snapshot, TestCgroup, Workload, brief, pct, require_root, serial, vm_rss_bytes,
+    workload_bin,
+};
+
+const WORK_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Touching N fresh anonymous pages once each shows >= 90% of N faults, for
+/// the process and for its cgroup.
+#[test]
+fn anonymous_page_faults_are_counted() -> Result<()> {
+    let _serial = serial();
+    require_root!();
+    let cg = TestCgroup::new("faults")?;
+    let mut w = Workload::spawn(workload_bin!(), &["faults", "100"], &cg)?;
+    w.expect("ready", WORK_TIMEOUT)?;
+    let mut snap = Snapshot::for_cgroup(&cg, Duration::from_secs(5))?;
+    w.go()?;
+    let done = w.expect("done", WORK_TIMEOUT)?;
+    snap.ensure_observing("the workload touched its pages")?;
+    let report = snap.finish()?;
+
+    let pages = field(&done, "pages")? as u64;
+    let want = pages * 9 / 10;
+    let p = report.process(w.pid())?;
+    ensure!(
+        p.page_faults >= want,
+        "expected >= {want} page faults for pid {} (touched {pages} fresh pages of 100 MiB), got {} ({} of the pages); process: {}",
+        w.pid(),
+        p.page_faults,
+        pct(p.page_faults, pages),
+        brief(p)
+    );
+    let c = report.cgroup(&cg.path())?;
+    ensure!(
+        c.page_faults >= want,
+        "expected >= {want} page faults for cgroup {} (its only process touched {pages} fresh pages), got {}; cgroup: {}",
+        cg.path(),
+        c.page_faults,
+        brief(c)
+    );
+    // The --cgroup filter: nothing from outside the test's cgroup.
+    for other in &report.processes {
+        ensure!(
+            other.cgroup == cg.path(),
+            "expected only processes of cgroup {} with --cgroup {}, got pid {} ({}) in {}",
+            cg.path(),
+            cg.path(),
+            other.pid,
+            other.comm,
+            other.cgroup
+        );
+    }
+    Ok(())
+}
+
+/// rss_bytes agrees with the process's own VmRSS within 10%.
+#[test]
+fn rss_matches_proc_status() -> Result<()> {
+    let _serial = serial();
+    require_root!();
+    const HELD_MIB: u64 = 200;
+    let cg = TestCgroup::new("rss")?;
+    let mut w = Workload::spawn(workload_bin!(), &["rss", &HELD_MIB.to_string()], &cg)?;
+    w.expect("ready", WORK_TIMEOUT)?;
+    let mut snap = Snapshot::for_cgroup(&cg, Duration::from_secs(5))?;
+    w.go()?;
+    w.expect("done", WORK_TIMEOUT)?;
+    snap.ensure_observing("the workload touched its memory")?;
+    let report = snap.finish()?;
+    // The workload is idle now (blocked reading stdin): its RSS is what it
+    // was at the end of the window.
+    let vm_rss = vm_rss_bytes(w.pid())?;
+    ensure!(
+        vm_rss >= HELD_MIB * MIB,
+        "test setup: expected the workload to hold >= {HELD_MIB} MiB, /proc/{}/status says VmRSS {vm_rss} bytes",
+        w.pid()
+    );
+
+    let p = report.process(w.pid())?;
+    let diff = p.rss_bytes.abs_diff(vm_rss);
+    ensure!(
+        diff * 10 <= vm_rss,
+        "expected rss_bytes within 10% of /proc/{}/status VmRSS = {vm_rss} bytes, got {} ({} of VmRSS); process: {}",
+        w.pid(),
+        p.rss_bytes,
+        pct(p.rss_bytes, vm_rss),
+        brief(p)
+    );
+    Ok(())
+}

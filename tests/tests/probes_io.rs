@@ -1,0 +1,140 @@
+//! Writes attributed to the writer: O_DIRECT and buffered (page cache).
+
+use std::time::Duration;
+
+use anyhow::{Result, ensure};
+use sentinel_tests::workload::field;
+use sentinel_tests::{
+    ScratchDir, Snapshot, TestCgroup, Workload, brief, pct, require_root, serial, skip,
+    workload_bin,
+};
+
+const WORK_TIMEOUT: Duration = Duration::from_secs(180);
+
+struct WriteResult {
+    expected: u64,
+    process_write: u64,
+    process: String,
+    cgroup_write: u64,
+    cgroup: String,
+    root: String,
+}
+
+/// Runs `workload <mode> <file> <mib>` in its own cgroup under a window of
+/// `window`; `Ok(Err(reason))` when the scenario cannot run here.
+fn run_writer(
+    topic: &str,
+    mode: &str,
+    mib: u64,
+    window: Duration,
+) -> Result<Result<WriteResult, String>> {
+    let Some(dir) = ScratchDir::on_disk(topic)? else {
+        return Ok(Err(
+            "the target dir and /var/tmp are both on tmpfs/ramfs; writes there never reach a disk"
+                .into(),
+        ));
+    };
+    let file = dir.path().join("data");
+    let cg = TestCgroup::new(topic)?;
+    let mut w = Workload::spawn(
+        workload_bin!(),
+        &[mode, &file.to_string_lossy(), &mib.to_string()],
+        &cg,
+    )?;
+    if let Err(reason) = w.ready()? {
+        return Ok(Err(format!("{reason} (in {})", dir.path().display())));
+    }
+    let mut snap = Snapshot::for_cgroup(&cg, window)?;
+    w.go()?;
+    let done = w.expect("done", WORK_TIMEOUT)?;
+    snap.ensure_observing("the workload's writes and fsync finished")?;
+    let report = snap.finish()?;
+
+    let p = report.process(w.pid())?;
+    let c = report.cgroup(&cg.path())?;
+    let root = report
+        .cgroups
+        .iter()
+        .find(|c| c.path == "/")
+        .map(brief)
+        .unwrap_or_else(|| "not in report".into());
+    Ok(Ok(WriteResult {
+        expected: field(&done, "bytes")? as u64,
+        process_write: p.write_bytes,
+        process: brief(p),
+        cgroup_write: c.write_bytes,
+        cgroup: brief(c),
+        root,
+    }))
+}
+
+fn within(got: u64, expected: u64, pct_tolerance: u64) -> bool {
+    got.abs_diff(expected) * 100 <= expected * pct_tolerance
+}
+
+/// 64 MiB of O_DIRECT writes land (within 10%) in the writer's cgroup and
+/// process write_bytes.
+#[test]
+fn direct_writes_are_charged_to_writer() -> Result<()> {
+    let _serial = serial();
+    require_root!();
+    let r = match run_writer("direct-write", "direct-write", 64, Duration::from_secs(10))? {
+        Ok(r) => r,
+        Err(reason) => skip!("{reason}"),
+    };
+    ensure!(
+        within(r.cgroup_write, r.expected, 10),
+        "expected cgroup write_bytes within 10% of {} (64 MiB of O_DIRECT writes), got {} ({}); cgroup: {}; writer process: {}; root cgroup: {}",
+        r.expected,
+        r.cgroup_write,
+        pct(r.cgroup_write, r.expected),
+        r.cgroup,
+        r.process,
+        r.root
+    );
+    ensure!(
+        within(r.process_write, r.expected, 10),
+        "expected process write_bytes within 10% of {} (64 MiB of O_DIRECT writes), got {} ({}); process: {}",
+        r.expected,
+        r.process_write,
+        pct(r.process_write, r.expected),
+        r.process
+    );
+    Ok(())
+}
+
+/// 256 MiB of buffered writes + fsync land (within 25%) in the writer's
+/// cgroup, not in the root cgroup of the flusher threads.
+#[test]
+fn buffered_writes_are_charged_to_writer_not_flusher() -> Result<()> {
+    let _serial = serial();
+    require_root!();
+    let r = match run_writer(
+        "buffered-write",
+        "buffered-write",
+        256,
+        Duration::from_secs(15),
+    )? {
+        Ok(r) => r,
+        Err(reason) => skip!("{reason}"),
+    };
+    ensure!(
+        r.cgroup_write >= r.expected * 3 / 4 && within(r.cgroup_write, r.expected, 25),
+        "expected the writer's cgroup write_bytes within 25% of {} (256 MiB buffered + fsync; >= 75% must be charged to the writer, not the flusher's root cgroup), got {} ({}); cgroup: {}; writer process: {}; root cgroup: {}",
+        r.expected,
+        r.cgroup_write,
+        pct(r.cgroup_write, r.expected),
+        r.cgroup,
+        r.process,
+        r.root
+    );
+    ensure!(
+        within(r.process_write, r.expected, 25),
+        "expected process write_bytes within 25% of {} (256 MiB buffered + fsync), got {} ({}); process: {}",
+        r.expected,
+        r.process_write,
+        pct(r.process_write, r.expected),
+        r.process
+    );
+    Ok(())
+}

@@ -1,0 +1,115 @@
+//! Developer and CI automation for sentinel: `cargo xtask <command>`.
+//!
+//! The eBPF half needs a toolchain that plain `cargo build` does not
+//! provide (a `core` for bpfel-unknown-none, bpf-linker), so every path from
+//! a fresh machine to a running binary goes through here.
+
+mod bench;
+mod bootstrap;
+mod build;
+mod cmd;
+mod run;
+mod test;
+
+use std::ffi::OsString;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+use crate::build::Profile;
+
+#[derive(Parser)]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    about = "Build, run, test and benchmark sentinel"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check the eBPF toolchain, bpftrace and tmux; install what is missing
+    /// (as root on Debian) or print the commands to do so.
+    Bootstrap,
+    /// Build the eBPF object and the sentinel binary embedding it; prints
+    /// the binary's path.
+    Build {
+        /// Debug profile for the userspace binary (the eBPF object is
+        /// always release).
+        #[arg(long)]
+        debug: bool,
+    },
+    /// Build, then run `sentinel <ARGS>` (through sudo when not root).
+    Run {
+        /// Debug profile for the userspace binary.
+        #[arg(long)]
+        debug: bool,
+        /// Arguments for sentinel, after `--`, e.g. `-- snapshot --duration 5s`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
+    /// Build, then run the unit and integration tests (what CI runs).
+    Test,
+    /// Measure the slowdown sentinel's probes cause on microbenchmarks,
+    /// next to bpftrace (root).
+    Bench {
+        /// Rounds; each measures every benchmark under every setup.
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        /// Length of one measurement.
+        #[arg(long, default_value_t = 2.0)]
+        seconds: f64,
+        /// Print every measurement and the raw per-round numbers.
+        #[arg(long, short)]
+        verbose: bool,
+    },
+}
+
+fn profile(debug: bool) -> Profile {
+    if debug {
+        Profile::Debug
+    } else {
+        Profile::Release
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Bootstrap => {
+            bootstrap::bootstrap(bootstrap::Need::Everything)?;
+            eprintln!("bootstrap: everything present");
+        }
+        Command::Build { debug } => {
+            let tc = bootstrap::bootstrap(bootstrap::Need::Build)?;
+            let art = build::build(&tc, profile(debug))?;
+            // On stdout alone, so scripts can capture it.
+            println!("{}", art.sentinel.display());
+        }
+        Command::Run { debug, args } => run::run(profile(debug), args)?,
+        Command::Test => test::test()?,
+        Command::Bench {
+            rounds,
+            seconds,
+            verbose,
+        } => bench::bench(bench::Options {
+            rounds,
+            seconds,
+            verbose,
+        })?,
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
