@@ -5,7 +5,8 @@ use std::{env, path::PathBuf};
 
 fn main() {
     println!("cargo:rerun-if-env-changed=SENTINEL_EBPF_OBJ");
-    let manifest = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let manifest =
+        PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let obj = match env::var_os("SENTINEL_EBPF_OBJ") {
         Some(p) => PathBuf::from(p),
         None => manifest.join("../sentinel-ebpf/target/bpfel-unknown-none/release/sentinel-ebpf"),

@@ -33,6 +33,7 @@ pub mod maps {
     pub const MM_OWNERS: &str = "MM_OWNERS";
     pub const OOM_EVENTS: &str = "OOM_EVENTS";
     pub const COUNTERS: &str = "COUNTERS";
+    pub const FAULT_BATCH: &str = "FAULT_BATCH";
 }
 
 /// The one global the loader patches before load: where each tracepoint
@@ -94,8 +95,13 @@ pub struct Config {
     pub folio_flags1: u32,
     pub pg_head_bit: u32,
     pub page_shift: u32,
+    // BTF offsets for the tp_btf RSS probe (Linux 6.2+ per-CPU RSS counters)
+    pub task_mm: u32,
+    pub mm_rss_stat: u32,
+    pub pcpu_counter_size: u32,
+    pub pcpu_counter_count: u32,
 }
-const _: () = assert!(size_of::<Config>() == 32 * 4);
+const _: () = assert!(size_of::<Config>() == 36 * 4);
 
 impl Config {
     pub const fn unset() -> Self {
@@ -132,6 +138,10 @@ impl Config {
             folio_flags1: NONE,
             pg_head_bit: NONE,
             page_shift: 12,
+            task_mm: NONE,
+            mm_rss_stat: NONE,
+            pcpu_counter_size: NONE,
+            pcpu_counter_count: NONE,
         }
     }
 }
@@ -159,8 +169,10 @@ pub struct ProcStats {
     /// Current RSS by member in bytes; valid where `rss_known` has the bit.
     pub rss: [i64; RSS_MEMBERS],
     pub rss_known: u32,
-    /// The kernel's hashed mm id (`kmem:rss_stat`), to clean `MM_OWNERS`.
-    pub mm_id: u32,
+    pub _pad: u32,
+    /// This process's key in `MM_OWNERS` (the mm pointer, or the hashed mm
+    /// id of the classic tracepoint), to remove it at exit.
+    pub mm_key: u64,
     pub futex_waits: u64,
     pub futex_wait_ns: u64,
     pub futex_wait_max_ns: u64,
@@ -180,7 +192,26 @@ pub struct ProcStats {
     pub comm: [u8; 16],
     pub futex_hist: [u32; HIST_BUCKETS],
 }
-const _: () = assert!(size_of::<ProcStats>() == 8 * 2 + 8 * 4 + 8 + 8 * 9 + 16 + 4 * HIST_BUCKETS);
+const _: () = assert!(size_of::<ProcStats>() == 8 * 2 + 8 * 4 + 8 + 8 + 8 * 9 + 16 + 4 * HIST_BUCKETS);
+
+/// Faults counted on one CPU but not yet added to `PROCS`: a fault costs a
+/// per-CPU slot update instead of a hash lookup and an atomic add. Flushed
+/// when another process faults on that CPU, every `FAULT_BATCH_MAX`
+/// faults, and at exit; userspace adds what is pending when it samples.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FaultBatch {
+    pub tgid: u32,
+    pub pending: u32,
+}
+const _: () = assert!(size_of::<FaultBatch>() == 8);
+pub const FAULT_BATCH_MAX: u32 = 64;
+
+/// The RSS probe writes a process's RSS to `PROCS` only when a member moved
+/// by at least this many pages since this CPU last wrote it: the value read
+/// is itself approximate (per-CPU counters), and most faults change it by
+/// one page.
+pub const RSS_GRANULE_PAGES: i64 = 256;
 
 /// Counters folded in from exited processes, per cgroup v2 id. Live
 /// processes are added by userspace, so a cgroup's total never drops when
@@ -332,11 +363,12 @@ pub enum Counter {
     OwnerReadFail = 24,
     WaitvReadFail = 25,
     DioFull = 26,
+    FaultsOrphaned = 27,
 }
 pub const NUM_COUNTERS: u32 = 32;
 
 impl Counter {
-    pub const ALL: [Counter; 23] = [
+    pub const ALL: [Counter; 24] = [
         Counter::Faults,
         Counter::RssStat,
         Counter::FutexEnter,
@@ -360,6 +392,7 @@ impl Counter {
         Counter::OwnerReadFail,
         Counter::WaitvReadFail,
         Counter::DioFull,
+        Counter::FaultsOrphaned,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -387,6 +420,7 @@ impl Counter {
             Counter::OwnerReadFail => "owner_read_failed",
             Counter::WaitvReadFail => "waitv_read_failed",
             Counter::DioFull => "dio_map_full",
+            Counter::FaultsOrphaned => "faults_after_exit",
         }
     }
 
@@ -413,4 +447,5 @@ mod pod {
     unsafe impl aya::Pod for DevStats {}
     unsafe impl aya::Pod for IoKey {}
     unsafe impl aya::Pod for OomEvent {}
+    unsafe impl aya::Pod for FaultBatch {}
 }

@@ -16,6 +16,13 @@ pub fn count(c: Counter) {
     }
 }
 
+#[inline(always)]
+pub fn count_n(c: Counter, n: u64) {
+    if let Some(p) = COUNTERS.get_ptr_mut(c as u32) {
+        unsafe { *p += n };
+    }
+}
+
 /// Lock-free add on a shared map value (BPF_XADD). core's atomics offer no
 /// read-modify-write on this target, so the intrinsic is used directly.
 #[inline(always)]
@@ -39,7 +46,8 @@ const EMPTY: ProcStats = ProcStats {
     faults: 0,
     rss: [0; RSS_MEMBERS],
     rss_known: 0,
-    mm_id: 0,
+    _pad: 0,
+    mm_key: 0,
     futex_waits: 0,
     futex_wait_ns: 0,
     futex_wait_max_ns: 0,

@@ -35,8 +35,10 @@ struct Member {
 struct Type {
     kind: u32,
     name: String,
-    /// `type` for modifiers and typedefs.
+    /// `type` for modifiers and typedefs, the element type for arrays.
     referent: u32,
+    /// Byte size of structs and unions.
+    size: u32,
     members: Vec<Member>,
 }
 
@@ -48,24 +50,34 @@ pub struct Btf {
 
 impl Btf {
     pub fn from_file(path: &Path) -> Result<Btf> {
-        let data = fs::read(path).with_context(|| format!("reading BTF from {}", path.display()))?;
+        let data =
+            fs::read(path).with_context(|| format!("reading BTF from {}", path.display()))?;
         Self::parse(&data).with_context(|| format!("parsing BTF from {}", path.display()))
     }
 
     pub fn parse(data: &[u8]) -> Result<Btf> {
         let u16_at = |o: usize| -> Result<u16> {
-            Ok(u16::from_le_bytes(data.get(o..o + 2).context("truncated")?.try_into()?))
+            Ok(u16::from_le_bytes(
+                data.get(o..o + 2).context("truncated")?.try_into()?,
+            ))
         };
         let u32_at = |o: usize| -> Result<u32> {
-            Ok(u32::from_le_bytes(data.get(o..o + 4).context("truncated")?.try_into()?))
+            Ok(u32::from_le_bytes(
+                data.get(o..o + 4).context("truncated")?.try_into()?,
+            ))
         };
-        ensure!(u16_at(0)? == 0xeb9f, "bad magic (big-endian BTF is not supported)");
+        ensure!(
+            u16_at(0)? == 0xeb9f,
+            "bad magic (big-endian BTF is not supported)"
+        );
         let hdr_len = u32_at(4)? as usize;
         let type_off = hdr_len + u32_at(8)? as usize;
         let type_len = u32_at(12)? as usize;
         let str_off = hdr_len + u32_at(16)? as usize;
         let str_len = u32_at(20)? as usize;
-        let strings = data.get(str_off..str_off + str_len).context("string section out of bounds")?;
+        let strings = data
+            .get(str_off..str_off + str_len)
+            .context("string section out of bounds")?;
         let name = |off: u32| -> String {
             let s = strings.get(off as usize..).unwrap_or_default();
             let end = s.iter().position(|&b| b == 0).unwrap_or(s.len());
@@ -73,7 +85,13 @@ impl Btf {
         };
 
         // Type ids start at 1; slot 0 is `void`.
-        let mut types = vec![Type { kind: 0, name: String::new(), referent: 0, members: vec![] }];
+        let mut types = vec![Type {
+            kind: 0,
+            name: String::new(),
+            referent: 0,
+            size: 0,
+            members: vec![],
+        }];
         let mut enum_values = HashMap::new();
         let mut at = type_off;
         let end = type_off + type_len;
@@ -85,10 +103,20 @@ impl Btf {
             let kind = (info >> 24) & 0x1f;
             let vlen = (info & 0xffff) as usize;
             let kind_flag = info >> 31 == 1;
-            let mut t = Type { kind, name: name(name_off), referent: size_or_type, members: vec![] };
+            let mut t = Type {
+                kind,
+                name: name(name_off),
+                referent: size_or_type,
+                size: size_or_type,
+                members: vec![],
+            };
             match kind {
                 KIND_INT | KIND_VAR | KIND_DECL_TAG => at += 4,
-                KIND_ARRAY => at += 12,
+                KIND_ARRAY => {
+                    // struct btf_array { type, index_type, nelems }
+                    t.referent = u32_at(at)?;
+                    at += 12;
+                }
                 KIND_STRUCT | KIND_UNION => {
                     for _ in 0..vlen {
                         let off = u32_at(at + 8)?;
@@ -126,7 +154,11 @@ impl Btf {
                 by_name.entry(t.name.clone()).or_default().push(id as u32);
             }
         }
-        Ok(Btf { types, by_name, enum_values })
+        Ok(Btf {
+            types,
+            by_name,
+            enum_values,
+        })
     }
 
     /// Byte offset of `member` in `struct name`, looking through anonymous
@@ -142,24 +174,60 @@ impl Btf {
     }
 
     fn find_member(&self, id: u32, member: &str, base_bits: u32) -> Option<u32> {
+        self.find_member_typed(id, member, base_bits)
+            .map(|(bits, _)| bits)
+    }
+
+    /// (bit offset, type id) of a member, through anonymous members.
+    fn find_member_typed(&self, id: u32, member: &str, base_bits: u32) -> Option<(u32, u32)> {
         let t = self.types.get(self.resolve(id) as usize)?;
         for m in &t.members {
             if m.name == member {
-                return Some(base_bits + m.bit_offset);
+                return Some((base_bits + m.bit_offset, m.type_id));
             }
         }
         for m in t.members.iter().filter(|m| m.name.is_empty()) {
-            if let Some(found) = self.find_member(m.type_id, member, base_bits + m.bit_offset) {
+            if let Some(found) = self.find_member_typed(m.type_id, member, base_bits + m.bit_offset)
+            {
                 return Some(found);
             }
         }
         None
     }
 
+    /// Byte size of `struct name`.
+    pub fn struct_size(&self, name: &str) -> Option<u32> {
+        self.by_name
+            .get(name)?
+            .iter()
+            .map(|&id| self.types[id as usize].size)
+            .find(|&s| s > 0)
+    }
+
+    /// For a member declared as an array of structs, the struct's name.
+    pub fn array_elem_struct(&self, name: &str, member: &str) -> Option<String> {
+        let (_, ty) = self
+            .by_name
+            .get(name)?
+            .iter()
+            .find_map(|&id| self.find_member_typed(id, member, 0))?;
+        let arr = self.types.get(self.resolve(ty) as usize)?;
+        if arr.kind != KIND_ARRAY {
+            return None;
+        }
+        let elem = self.types.get(self.resolve(arr.referent) as usize)?;
+        (elem.kind == KIND_STRUCT).then(|| elem.name.clone())
+    }
+
     fn resolve(&self, mut id: u32) -> u32 {
         for _ in 0..32 {
             match self.types.get(id as usize) {
-                Some(t) if matches!(t.kind, KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_TYPE_TAG) => {
+                Some(t)
+                    if matches!(
+                        t.kind,
+                        KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_TYPE_TAG
+                    ) =>
+                {
                     id = t.referent
                 }
                 _ => break,
@@ -183,22 +251,59 @@ mod tests {
         let strings = b"\0int\0outer\0a\0x\0y\0long\0e\0V_ONE\0V_SIX\0".to_vec();
         let s = |n: &str| -> u32 {
             let needle = format!("\0{n}\0");
-            strings.windows(needle.len()).position(|w| w == needle.as_bytes()).unwrap() as u32 + 1
+            strings
+                .windows(needle.len())
+                .position(|w| w == needle.as_bytes())
+                .unwrap() as u32
+                + 1
         };
         let mut t: Vec<u8> = Vec::new();
         let mut push = |v: u32| t.extend_from_slice(&v.to_le_bytes());
         // 1: int
-        push(s("int")); push(KIND_INT << 24); push(4); push(32);
+        push(s("int"));
+        push(KIND_INT << 24);
+        push(4);
+        push(32);
         // 2: long
-        push(s("long")); push(KIND_INT << 24); push(8); push(64);
+        push(s("long"));
+        push(KIND_INT << 24);
+        push(8);
+        push(64);
         // 3: anonymous struct { long x; }
-        push(0); push(KIND_STRUCT << 24 | 1); push(8); push(s("x")); push(2); push(0);
+        push(0);
+        push(KIND_STRUCT << 24 | 1);
+        push(8);
+        push(s("x"));
+        push(2);
+        push(0);
         // 4: anonymous union { struct {x}; long y; }
-        push(0); push(KIND_UNION << 24 | 2); push(8); push(0); push(3); push(0); push(s("y")); push(2); push(0);
+        push(0);
+        push(KIND_UNION << 24 | 2);
+        push(8);
+        push(0);
+        push(3);
+        push(0);
+        push(s("y"));
+        push(2);
+        push(0);
         // 5: struct outer { int a; union ...; } (the union at byte 8)
-        push(s("outer")); push(KIND_STRUCT << 24 | 2); push(16); push(s("a")); push(1); push(0); push(0); push(4); push(64);
+        push(s("outer"));
+        push(KIND_STRUCT << 24 | 2);
+        push(16);
+        push(s("a"));
+        push(1);
+        push(0);
+        push(0);
+        push(4);
+        push(64);
         // 6: enum e
-        push(s("e")); push(KIND_ENUM << 24 | 2); push(4); push(s("V_ONE")); push(1); push(s("V_SIX")); push(6);
+        push(s("e"));
+        push(KIND_ENUM << 24 | 2);
+        push(4);
+        push(s("V_ONE"));
+        push(1);
+        push(s("V_SIX"));
+        push(6);
         let mut out = Vec::new();
         out.extend_from_slice(&0xeb9fu16.to_le_bytes());
         out.push(1);
@@ -222,6 +327,8 @@ mod tests {
         assert_eq!(btf.member_offset("outer", "z"), None);
         assert_eq!(btf.member_offset("missing", "a"), None);
         assert_eq!(btf.enum_value("V_SIX"), Some(6));
+        assert_eq!(btf.struct_size("outer"), Some(16));
+        assert_eq!(btf.array_elem_struct("outer", "a"), None);
     }
 
     #[test]
@@ -239,5 +346,10 @@ mod tests {
         let btf = Btf::from_file(Path::new(VMLINUX)).unwrap();
         assert_eq!(btf.member_offset("folio", "flags"), Some(0));
         assert!(btf.enum_value("PG_head").is_some());
+        assert!(btf.struct_size("task_struct").is_some_and(|s| s > 1000));
+        // Linux 6.2+: per-CPU RSS counters.
+        if let Some(elem) = btf.array_elem_struct("mm_struct", "rss_stat") {
+            assert_eq!(elem, "percpu_counter");
+        }
     }
 }

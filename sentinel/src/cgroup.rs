@@ -27,16 +27,25 @@ impl Mounts {
 
     /// From mountinfo: `... mountpoint ... - fstype source superopts`.
     pub fn parse(mountinfo: &str) -> Mounts {
-        let mut m = Mounts { v2: None, v1_memory: None };
+        let mut m = Mounts {
+            v2: None,
+            v1_memory: None,
+        };
         for line in mountinfo.lines() {
-            let Some((pre, post)) = line.split_once(" - ") else { continue };
-            let Some(point) = pre.split_whitespace().nth(4) else { continue };
+            let Some((pre, post)) = line.split_once(" - ") else {
+                continue;
+            };
+            let Some(point) = pre.split_whitespace().nth(4) else {
+                continue;
+            };
             let mut post = post.split_whitespace();
             let fstype = post.next().unwrap_or_default();
             let opts = post.nth(1).unwrap_or_default();
             match fstype {
                 "cgroup2" if m.v2.is_none() => m.v2 = Some(PathBuf::from(point)),
-                "cgroup" if opts.split(',').any(|o| o == "memory") => m.v1_memory = Some(PathBuf::from(point)),
+                "cgroup" if opts.split(',').any(|o| o == "memory") => {
+                    m.v1_memory = Some(PathBuf::from(point))
+                }
                 _ => {}
             }
         }
@@ -50,7 +59,10 @@ impl Mounts {
         }
         let v2 = self.v2.as_ref()?;
         let controllers = fs::read_to_string(v2.join("cgroup.controllers")).unwrap_or_default();
-        controllers.split_whitespace().any(|c| c == "memory").then(|| (v2.clone(), false))
+        controllers
+            .split_whitespace()
+            .any(|c| c == "memory")
+            .then(|| (v2.clone(), false))
     }
 }
 
@@ -63,24 +75,35 @@ pub struct Resolver {
 
 impl Resolver {
     pub fn new(mounts: &Mounts) -> Resolver {
-        let mut r = Resolver { root: mounts.v2.clone(), by_id: HashMap::new() };
+        let mut r = Resolver {
+            root: mounts.v2.clone(),
+            by_id: HashMap::new(),
+        };
         r.rescan();
         r
     }
 
     pub fn rescan(&mut self) {
         self.by_id.clear();
-        let Some(root) = self.root.clone() else { return };
+        let Some(root) = self.root.clone() else {
+            return;
+        };
         let mut stack = vec![(root.clone(), String::from("/"))];
         while let Some((dir, rel)) = stack.pop() {
             if let Ok(md) = fs::metadata(&dir) {
                 self.by_id.insert(md.ino(), rel.clone());
             }
-            let Ok(entries) = fs::read_dir(&dir) else { continue };
+            let Ok(entries) = fs::read_dir(&dir) else {
+                continue;
+            };
             for e in entries.flatten() {
                 if e.file_type().is_ok_and(|t| t.is_dir()) {
                     let name = e.file_name().to_string_lossy().into_owned();
-                    let child = if rel == "/" { format!("/{name}") } else { format!("{rel}/{name}") };
+                    let child = if rel == "/" {
+                        format!("/{name}")
+                    } else {
+                        format!("{rel}/{name}")
+                    };
                     stack.push((e.path(), child));
                 }
             }
@@ -101,20 +124,31 @@ impl Resolver {
     /// The id (inode) of a v2 path.
     pub fn id_of(&self, rel: &str) -> Option<u64> {
         let root = self.root.as_ref()?;
-        fs::metadata(root.join(rel.trim_start_matches('/'))).ok().map(|m| m.ino())
+        fs::metadata(root.join(rel.trim_start_matches('/')))
+            .ok()
+            .map(|m| m.ino())
     }
 
     /// Pids in cgroup `rel` and its descendants.
     pub fn procs_in(&self, rel: &str) -> Vec<u32> {
-        let Some(root) = &self.root else { return Vec::new() };
+        let Some(root) = &self.root else {
+            return Vec::new();
+        };
         let mut out = Vec::new();
         let mut stack = vec![root.join(rel.trim_start_matches('/'))];
         while let Some(dir) = stack.pop() {
             if let Ok(text) = fs::read_to_string(dir.join("cgroup.procs")) {
                 out.extend(text.lines().filter_map(|l| l.trim().parse::<u32>().ok()));
             }
-            let Ok(entries) = fs::read_dir(&dir) else { continue };
-            stack.extend(entries.flatten().filter(|e| e.file_type().is_ok_and(|t| t.is_dir())).map(|e| e.path()));
+            let Ok(entries) = fs::read_dir(&dir) else {
+                continue;
+            };
+            stack.extend(
+                entries
+                    .flatten()
+                    .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                    .map(|e| e.path()),
+            );
         }
         out
     }
@@ -122,15 +156,29 @@ impl Resolver {
     /// Accepts a v2-relative path (`/app.slice/x`) or an absolute path under
     /// the v2 mount, and returns the relative form, checking it exists.
     pub fn normalize(&self, user: &str) -> Result<String> {
-        let root = self.root.as_ref().context("no cgroup v2 hierarchy is mounted, so --cgroup cannot be resolved")?;
+        let root = self
+            .root
+            .as_ref()
+            .context("no cgroup v2 hierarchy is mounted, so --cgroup cannot be resolved")?;
         let rel = match Path::new(user).strip_prefix(root) {
             Ok(r) => format!("/{}", r.display()),
             Err(_) => user.to_string(),
         };
-        let rel = if rel.starts_with('/') { rel } else { format!("/{rel}") };
-        let trimmed = if rel.len() > 1 { rel.trim_end_matches('/').to_string() } else { rel };
+        let rel = if rel.starts_with('/') {
+            rel
+        } else {
+            format!("/{rel}")
+        };
+        let trimmed = if rel.len() > 1 {
+            rel.trim_end_matches('/').to_string()
+        } else {
+            rel
+        };
         if !root.join(trimmed.trim_start_matches('/')).is_dir() {
-            bail!("cgroup {user} not found: no directory {}", root.join(trimmed.trim_start_matches('/')).display());
+            bail!(
+                "cgroup {user} not found: no directory {}",
+                root.join(trimmed.trim_start_matches('/')).display()
+            );
         }
         Ok(trimmed)
     }
@@ -138,7 +186,11 @@ impl Resolver {
 
 /// Is `path` the cgroup `filter` or one of its descendants?
 pub fn within(path: &str, filter: &str) -> bool {
-    filter == "/" || path == filter || path.strip_prefix(filter).is_some_and(|rest| rest.starts_with('/'))
+    filter == "/"
+        || path == filter
+        || path
+            .strip_prefix(filter)
+            .is_some_and(|rest| rest.starts_with('/'))
 }
 
 /// Per memory cgroup: its OOM-kill count and how often it hit its limit.
@@ -158,11 +210,17 @@ pub fn memory_counters(root: &Path, v1: bool) -> HashMap<String, MemCounters> {
     let mut stack = vec![(root.to_path_buf(), String::from("/"))];
     while let Some((dir, rel)) = stack.pop() {
         out.insert(rel.clone(), read_mem_counters(&dir, v1));
-        let Ok(entries) = fs::read_dir(&dir) else { continue };
+        let Ok(entries) = fs::read_dir(&dir) else {
+            continue;
+        };
         for e in entries.flatten() {
             if e.file_type().is_ok_and(|t| t.is_dir()) {
                 let name = e.file_name().to_string_lossy().into_owned();
-                let child = if rel == "/" { format!("/{name}") } else { format!("{rel}/{name}") };
+                let child = if rel == "/" {
+                    format!("/{name}")
+                } else {
+                    format!("{rel}/{name}")
+                };
                 stack.push((e.path(), child));
             }
         }
@@ -191,7 +249,9 @@ pub fn read_mem_counters(dir: &Path, v1: bool) -> MemCounters {
             limit,
         }
     } else {
-        let limit = fs::read_to_string(dir.join("memory.max")).ok().and_then(|s| s.trim().parse().ok());
+        let limit = fs::read_to_string(dir.join("memory.max"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok());
         MemCounters {
             oom_kill: keyed(&dir.join("memory.events"), "oom_kill").unwrap_or(0),
             limit_hits: keyed(&dir.join("memory.events"), "max").unwrap_or(0),
@@ -251,7 +311,10 @@ mod tests {
                       37 25 0:32 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu\n";
         let m = Mounts::parse(hybrid);
         assert_eq!(m.v2.as_deref(), Some(Path::new("/sys/fs/cgroup/unified")));
-        assert_eq!(m.v1_memory.as_deref(), Some(Path::new("/sys/fs/cgroup/memory")));
+        assert_eq!(
+            m.v1_memory.as_deref(),
+            Some(Path::new("/sys/fs/cgroup/memory"))
+        );
         let pure = "30 23 0:26 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw,nsdelegate\n";
         let m = Mounts::parse(pure);
         assert_eq!(m.v2.as_deref(), Some(Path::new("/sys/fs/cgroup")));
@@ -267,7 +330,11 @@ mod tests {
     }
 
     fn mc(oom_kill: u64, limit_hits: u64, limit: Option<u64>) -> MemCounters {
-        MemCounters { oom_kill, limit_hits, limit }
+        MemCounters {
+            oom_kill,
+            limit_hits,
+            limit,
+        }
     }
 
     #[test]
@@ -281,16 +348,25 @@ mod tests {
         let mut after = before.clone();
         after.insert("/job/worker".into(), mc(1, 0, None));
         after.insert("/job".into(), mc(1, 90, Some(64 << 20)));
-        assert_eq!(oom_limit_cgroup(&before, &after), Some(("/job/worker".into(), Some("/job".into()))));
+        assert_eq!(
+            oom_limit_cgroup(&before, &after),
+            Some(("/job/worker".into(), Some("/job".into())))
+        );
     }
 
     #[test]
     fn a_kill_without_a_hit_limit_is_global() {
-        let before: HashMap<String, MemCounters> =
-            [("/".to_string(), mc(0, 0, None)), ("/svc".to_string(), mc(0, 0, Some(1 << 30)))].into();
+        let before: HashMap<String, MemCounters> = [
+            ("/".to_string(), mc(0, 0, None)),
+            ("/svc".to_string(), mc(0, 0, Some(1 << 30))),
+        ]
+        .into();
         let mut after = before.clone();
         after.insert("/svc".into(), mc(1, 0, Some(1 << 30)));
-        assert_eq!(oom_limit_cgroup(&before, &after), Some(("/svc".into(), None)));
+        assert_eq!(
+            oom_limit_cgroup(&before, &after),
+            Some(("/svc".into(), None))
+        );
         assert_eq!(oom_limit_cgroup(&before, &before), None);
     }
 }

@@ -34,7 +34,10 @@ pub fn run() -> CheckReport {
         kernel: procfs::kernel_release(),
         btf: std::path::Path::new(btf::VMLINUX).exists(),
         lockdown: privileges::lockdown(),
-        tracefs: TracefsInfo { path: None, mounted_by_sentinel: false },
+        tracefs: TracefsInfo {
+            path: None,
+            mounted_by_sentinel: false,
+        },
         privileges: Privileges::current(),
         probes: Vec::new(),
         error: None,
@@ -59,26 +62,55 @@ pub fn render(r: &CheckReport) -> String {
     let yes = |b: bool| if b { "yes" } else { "no" };
     out += &format!("kernel      {}\n", r.kernel);
     out += &format!("BTF         {}\n", yes(r.btf));
-    out += &format!("lockdown    {}\n", r.lockdown.as_deref().unwrap_or("unknown (securityfs not mounted)"));
+    out += &format!(
+        "lockdown    {}\n",
+        r.lockdown
+            .as_deref()
+            .unwrap_or("unknown (securityfs not mounted)")
+    );
     out += &format!(
         "tracefs     {}{}\n",
         r.tracefs.path.as_deref().unwrap_or("-"),
-        if r.tracefs.mounted_by_sentinel { " (was not mounted: mounted by sentinel)" } else { "" }
+        if r.tracefs.mounted_by_sentinel {
+            " (was not mounted: mounted by sentinel)"
+        } else {
+            ""
+        }
     );
     out += &format!(
         "privileges  {}\n",
-        if r.privileges.ok { "ok".to_string() } else { format!("MISSING {}", r.privileges.missing.join(", ")) }
+        if r.privileges.ok {
+            "ok".to_string()
+        } else {
+            format!("MISSING {}", r.privileges.missing.join(", "))
+        }
     );
     if !r.probes.is_empty() {
         out += "\nprobe       status       type        detail\n";
         for p in &r.probes {
-            let status = serde_json::to_value(p.status).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
-            out += &format!("{:<11} {:<12} {:<11} {}\n", p.name, status, p.program_type.as_deref().unwrap_or("-"), p.detail);
+            let status = serde_json::to_value(p.status)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default();
+            out += &format!(
+                "{:<11} {:<12} {:<11} {}\n",
+                p.name,
+                status,
+                p.program_type.as_deref().unwrap_or("-"),
+                p.detail
+            );
         }
     }
     if let Some(e) = &r.error {
         out += &format!("\nerror: {e}\n");
     }
-    out += &format!("\n{}\n", if r.ok { "OK: all core probes work" } else { "NOT OK: see above" });
+    out += &format!(
+        "\n{}\n",
+        if r.ok {
+            "OK: all core probes work"
+        } else {
+            "NOT OK: see above"
+        }
+    );
     out
 }

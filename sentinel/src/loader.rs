@@ -61,7 +61,12 @@ impl Sentinel {
             .load(OBJECT)
             .context("loading the embedded eBPF object (creating its maps)")?;
         let probes = Attacher::new(&mut ebpf, &tracefs, &unusable).attach_all();
-        Ok(Sentinel { ebpf, tracefs, probes, btf: kernel_btf.is_some() })
+        Ok(Sentinel {
+            ebpf,
+            tracefs,
+            probes,
+            btf: kernel_btf.is_some(),
+        })
     }
 
     pub fn probe(&self, name: &str) -> Option<&ProbeStatus> {
@@ -74,6 +79,12 @@ impl Sentinel {
     }
 
     pub fn map_names() -> [&'static str; 5] {
-        [maps::PROCS, maps::CGROUPS, maps::FUTEX_WAITS, maps::MM_OWNERS, maps::IO_INFLIGHT]
+        [
+            maps::PROCS,
+            maps::CGROUPS,
+            maps::FUTEX_WAITS,
+            maps::MM_OWNERS,
+            maps::IO_INFLIGHT,
+        ]
     }
 }

@@ -16,7 +16,11 @@ use sentinel::{
 };
 
 #[derive(Parser)]
-#[command(name = "sentinel", version, about = "eBPF resource sentinel: memory, futex waits, I/O and OOM kills per process and cgroup")]
+#[command(
+    name = "sentinel",
+    version,
+    about = "eBPF resource sentinel: memory, futex waits, I/O and OOM kills per process and cgroup"
+)]
 struct Cli {
     /// Log level for diagnostics on stderr (error, warn, info, debug, trace).
     #[arg(long, global = true, default_value = "warn", env = "SENTINEL_LOG")]
@@ -55,12 +59,18 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
         }
     };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "warn".into()),
+        )
         .with_target(false)
         .init();
     match run(cli) {
@@ -86,9 +96,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     eprintln!("sentinel: {e}");
                 }
             }
-            Ok(if r.ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+            Ok(if r.ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
         }
-        Cmd::Snapshot { duration, pid, cgroup, json } => {
+        Cmd::Snapshot {
+            duration,
+            pid,
+            cgroup,
+            json,
+        } => {
             // Resolve the filter before attaching: a typo should not cost a
             // probe load.
             let cgroup = match cgroup {
@@ -106,9 +125,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
             };
             install_stop_handler();
             let report = snapshot::observe(&mut s, duration, &filter, || {
-                eprintln!("sentinel: probes attached, observing for {}", humantime(duration));
+                eprintln!(
+                    "sentinel: probes attached, observing for {}",
+                    humantime(duration)
+                );
             })?;
-            let text = if json { serde_json::to_string_pretty(&report)? + "\n" } else { render::snapshot(&report) };
+            let text = if json {
+                serde_json::to_string_pretty(&report)? + "\n"
+            } else {
+                render::snapshot(&report)
+            };
             let mut out = std::io::stdout().lock();
             match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
                 Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
@@ -120,7 +146,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
 }
 
 fn humantime(d: Duration) -> String {
-    if d.subsec_millis() == 0 { format!("{}s", d.as_secs()) } else { format!("{:.3}s", d.as_secs_f64()) }
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{:.3}s", d.as_secs_f64())
+    }
 }
 
 extern "C" fn on_signal(_: libc::c_int) {

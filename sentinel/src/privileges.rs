@@ -21,7 +21,10 @@ impl Privileges {
         let euid = unsafe { libc::geteuid() };
         let eff = fs::read_to_string("/proc/self/status")
             .ok()
-            .and_then(|s| s.lines().find_map(|l| l.strip_prefix("CapEff:").map(|v| v.trim().to_string())))
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("CapEff:").map(|v| v.trim().to_string()))
+            })
             .and_then(|v| u64::from_str_radix(&v, 16).ok())
             .unwrap_or(0);
         Self::from_caps(euid, eff)
@@ -36,7 +39,11 @@ impl Privileges {
         if !(has(CAP_PERFMON) || has(CAP_SYS_ADMIN)) {
             missing.push("CAP_PERFMON".to_string());
         }
-        Privileges { ok: missing.is_empty(), euid, missing }
+        Privileges {
+            ok: missing.is_empty(),
+            euid,
+            missing,
+        }
     }
 
     /// One line for people: what is missing and how to get it.
@@ -65,17 +72,27 @@ pub fn lockdown() -> Option<String> {
     }
     let text = fs::read_to_string(&file).ok()?;
     // "none integrity [confidentiality]": the bracketed one is active.
-    text.split_whitespace().find_map(|w| w.strip_prefix('[').and_then(|w| w.strip_suffix(']')).map(str::to_string))
+    text.split_whitespace().find_map(|w| {
+        w.strip_prefix('[')
+            .and_then(|w| w.strip_suffix(']'))
+            .map(str::to_string)
+    })
 }
 
 /// Lets maps be created on kernels older than 5.11, which charge them to
 /// RLIMIT_MEMLOCK. Newer kernels use memcg accounting, and some hosts
 /// forbid raising the limit (no CAP_SYS_RESOURCE), so failure is not fatal.
 pub fn raise_memlock() {
-    let rl = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    let rl = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
     // SAFETY: valid rlimit struct.
     if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rl) } != 0 {
-        tracing::debug!("could not raise RLIMIT_MEMLOCK: {}", std::io::Error::last_os_error());
+        tracing::debug!(
+            "could not raise RLIMIT_MEMLOCK: {}",
+            std::io::Error::last_os_error()
+        );
     }
 }
 

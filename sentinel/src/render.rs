@@ -4,7 +4,10 @@ use crate::{report::Report, units::bytes};
 const MAX_ROWS: usize = 25;
 
 pub fn snapshot(r: &Report) -> String {
-    let mut out = format!("sentinel snapshot: {:.1}s on kernel {}\n\n", r.duration_s, r.kernel);
+    let mut out = format!(
+        "sentinel snapshot: {:.1}s on kernel {}\n\n",
+        r.duration_s, r.kernel
+    );
     out += &format!(
         "{:>7} {:<16} {:>10} {:>9} {:>7} {:>8} {:>10} {:>10}  {}\n",
         "PID", "COMM", "RSS", "FAULTS", "BLOCKED", "LONGEST", "READ", "WRITE", "CGROUP"
@@ -24,9 +27,15 @@ pub fn snapshot(r: &Report) -> String {
         );
     }
     if r.processes.len() > MAX_ROWS {
-        out += &format!("  … {} more processes (use --json for all)\n", r.processes.len() - MAX_ROWS);
+        out += &format!(
+            "  … {} more processes (use --json for all)\n",
+            r.processes.len() - MAX_ROWS
+        );
     }
-    out += &format!("\n{:>9} {:>10} {:>10} {:>7}  {}\n", "FAULTS", "READ", "WRITE", "EXITED", "CGROUP");
+    out += &format!(
+        "\n{:>9} {:>10} {:>10} {:>7}  {}\n",
+        "FAULTS", "READ", "WRITE", "EXITED", "CGROUP"
+    );
     for c in r.cgroups.iter().take(MAX_ROWS) {
         out += &format!(
             "{:>9} {:>10} {:>10} {:>7}  {}\n",
@@ -38,7 +47,10 @@ pub fn snapshot(r: &Report) -> String {
         );
     }
     if !r.devices.is_empty() {
-        out += &format!("\n{:<10} {:>10} {:>8} {:>10} {:>8} {:>10}\n", "DEVICE", "READ", "R-OPS", "WRITE", "W-OPS", "AVG LAT");
+        out += &format!(
+            "\n{:<10} {:>10} {:>8} {:>10} {:>8} {:>10}\n",
+            "DEVICE", "READ", "R-OPS", "WRITE", "W-OPS", "AVG LAT"
+        );
         for d in &r.devices {
             out += &format!(
                 "{:<10} {:>10} {:>8} {:>10} {:>8} {:>10}\n",
@@ -47,7 +59,9 @@ pub fn snapshot(r: &Report) -> String {
                 d.read_ops,
                 bytes(d.write_bytes),
                 d.write_ops,
-                d.avg_latency_us.map(|v| format!("{v:.0}us")).unwrap_or_else(|| "-".into())
+                d.avg_latency_us
+                    .map(|v| format!("{v:.0}us"))
+                    .unwrap_or_else(|| "-".into())
             );
         }
     }
@@ -58,7 +72,10 @@ pub fn snapshot(r: &Report) -> String {
             k.victim_comm,
             k.victim_cgroup.as_deref().unwrap_or("?"),
             k.kind,
-            k.limit_cgroup.as_ref().map(|l| format!(" (limit of {l} hit)")).unwrap_or_default(),
+            k.limit_cgroup
+                .as_ref()
+                .map(|l| format!(" (limit of {l} hit)"))
+                .unwrap_or_default(),
             bytes(k.anon_rss_bytes),
             bytes(k.file_rss_bytes),
             bytes(k.shmem_rss_bytes),
@@ -76,7 +93,12 @@ pub fn snapshot(r: &Report) -> String {
     if !degraded.is_empty() {
         out += &format!("\nprobes not fully attached: {}\n", degraded.join("; "));
     }
-    let lost: Vec<String> = r.drops.iter().filter(|(_, v)| **v > 0).map(|(k, v)| format!("{k}={v}")).collect();
+    let lost: Vec<String> = r
+        .drops
+        .iter()
+        .filter(|(_, v)| **v > 0)
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
     if !lost.is_empty() {
         out += &format!("in-kernel drops: {}\n", lost.join(" "));
     }

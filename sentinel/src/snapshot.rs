@@ -10,8 +10,8 @@ use std::{
 use anyhow::{Context, Result};
 use aya::maps::{HashMap as BpfHashMap, MapData, RingBuf};
 use sentinel_common::{
-    CgroupStats, Counter, FutexWait, OomEvent, ProcStats, RSS_ANON, RSS_FILE, RSS_SHMEM, RSS_SWAP, WAIT_OWNER_PI,
-    WAIT_OWNER_READ, WAIT_SEEDED, futex_op, maps,
+    CgroupStats, Counter, FutexWait, OomEvent, ProcStats, RSS_ANON, RSS_FILE, RSS_SHMEM, RSS_SWAP,
+    WAIT_OWNER_PI, WAIT_OWNER_READ, WAIT_SEEDED, futex_op, maps,
 };
 
 use crate::{
@@ -50,20 +50,33 @@ impl Filter {
 
 /// Runs a window of `duration` and builds its report. `ready` is called once
 /// the probes are attached and the baseline is taken.
-pub fn observe(s: &mut Sentinel, duration: Duration, filter: &Filter, ready: impl FnOnce()) -> Result<Report> {
+pub fn observe(
+    s: &mut Sentinel,
+    duration: Duration,
+    filter: &Filter,
+    ready: impl FnOnce(),
+) -> Result<Report> {
     let mounts = Mounts::discover();
     let mut resolver = Resolver::new(&mounts);
     let mem_root = mounts.memory_root();
-    let mem_before = mem_root.as_ref().map(|(r, v1)| cgroup::memory_counters(r, *v1)).unwrap_or_default();
+    let mem_before = mem_root
+        .as_ref()
+        .map(|(r, v1)| cgroup::memory_counters(r, *v1))
+        .unwrap_or_default();
 
     if s.probe("futex").is_some_and(|p| p.working()) {
-        let map = s.ebpf.map_mut(maps::FUTEX_WAITS).context("map FUTEX_WAITS missing")?;
+        let map = s
+            .ebpf
+            .map_mut(maps::FUTEX_WAITS)
+            .context("map FUTEX_WAITS missing")?;
         let mut waits: BpfHashMap<&mut MapData, u32, FutexWait> = BpfHashMap::try_from(map)?;
         let n = crate::probes::futex::seed_blocked(&mut waits, collect::monotonic_ns());
         tracing::debug!("seeded {n} threads already blocked in futex waits");
     }
-    let mut oom_ring: Option<RingBuf<MapData>> =
-        s.ebpf.take_map(maps::OOM_EVENTS).and_then(|m| RingBuf::try_from(m).ok());
+    let mut oom_ring: Option<RingBuf<MapData>> = s
+        .ebpf
+        .take_map(maps::OOM_EVENTS)
+        .and_then(|m| RingBuf::try_from(m).ok());
 
     let start = collect::sample(&s.ebpf)?;
     let started = Instant::now();
@@ -71,14 +84,19 @@ pub fn observe(s: &mut Sentinel, duration: Duration, filter: &Filter, ready: imp
 
     let mut ooms = Vec::new();
     while started.elapsed() < duration && !STOP.load(Ordering::Relaxed) {
-        std::thread::sleep(Duration::from_millis(50).min(duration.saturating_sub(started.elapsed())));
+        std::thread::sleep(
+            Duration::from_millis(50).min(duration.saturating_sub(started.elapsed())),
+        );
         drain_ooms(&mut oom_ring, &mut ooms);
     }
     drain_ooms(&mut oom_ring, &mut ooms);
     let end = collect::sample(&s.ebpf)?;
     let elapsed = started.elapsed();
 
-    let mem_after = mem_root.as_ref().map(|(r, v1)| cgroup::memory_counters(r, *v1)).unwrap_or_default();
+    let mem_after = mem_root
+        .as_ref()
+        .map(|(r, v1)| cgroup::memory_counters(r, *v1))
+        .unwrap_or_default();
     let oom_kills = ooms
         .iter()
         .map(|e| oom_kill(e, &mut resolver, &mem_before, &mem_after, end.mono_ns))
@@ -110,7 +128,9 @@ fn cstr(b: &[u8]) -> String {
 }
 
 fn unix_ms_of(mono_ns: u64, now_mono: u64) -> u64 {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
     (now.as_nanos() as u64).saturating_sub(now_mono.saturating_sub(mono_ns)) / 1_000_000
 }
 
@@ -122,7 +142,9 @@ fn oom_kill(
     now_mono: u64,
 ) -> OomKill {
     let proc = Path::new("/proc");
-    let victim_cgroup = resolver.path(e.victim_cgroup_id).or_else(|| procfs::cgroup_v2_path(proc, e.victim_pid));
+    let victim_cgroup = resolver
+        .path(e.victim_cgroup_id)
+        .or_else(|| procfs::cgroup_v2_path(proc, e.victim_pid));
     let victim_comm = match cstr(&e.victim_comm) {
         c if c.is_empty() => procfs::comm(proc, e.victim_pid).unwrap_or_default(),
         c => c,
@@ -138,8 +160,16 @@ fn oom_kill(
         trigger_pid: e.trigger_tgid,
         trigger_comm: cstr(&e.trigger_comm),
         trigger_cgroup: resolver.path(e.trigger_cgroup_id),
-        kind: if limit_cgroup.is_some() { "cgroup" } else { "global" }.into(),
-        limit_bytes: limit_cgroup.as_ref().and_then(|l| after.get(l)).and_then(|c| c.limit),
+        kind: if limit_cgroup.is_some() {
+            "cgroup"
+        } else {
+            "global"
+        }
+        .into(),
+        limit_bytes: limit_cgroup
+            .as_ref()
+            .and_then(|l| after.get(l))
+            .and_then(|c| c.limit),
         limit_cgroup,
         anon_rss_bytes: e.anon_rss_kb * 1024,
         file_rss_bytes: e.file_rss_kb * 1024,
@@ -226,18 +256,40 @@ fn op_name(op: u32) -> &'static str {
 /// the rest (a member that has not changed since attach has no event yet).
 fn rss_of(p: &ProcStats, pid: u32, in_kernel: bool) -> (Rss, &'static str) {
     let known = |m: usize| in_kernel && p.rss_known & (1 << m) != 0;
-    let all_known = [RSS_ANON, RSS_FILE, RSS_SHMEM, RSS_SWAP].iter().all(|&m| known(m));
-    let none_known = ![RSS_ANON, RSS_FILE, RSS_SHMEM, RSS_SWAP].iter().any(|&m| known(m));
-    let ps: MemStatus =
-        if all_known { MemStatus::default() } else { procfs::mem_status(Path::new("/proc"), pid).unwrap_or_default() };
-    let pick = |m: usize, fallback: u64| if known(m) { p.rss[m].max(0) as u64 } else { fallback };
+    let all_known = [RSS_ANON, RSS_FILE, RSS_SHMEM, RSS_SWAP]
+        .iter()
+        .all(|&m| known(m));
+    let none_known = ![RSS_ANON, RSS_FILE, RSS_SHMEM, RSS_SWAP]
+        .iter()
+        .any(|&m| known(m));
+    let ps: MemStatus = if all_known {
+        MemStatus::default()
+    } else {
+        procfs::mem_status(Path::new("/proc"), pid).unwrap_or_default()
+    };
+    let pick = |m: usize, fallback: u64| {
+        if known(m) {
+            p.rss[m].max(0) as u64
+        } else {
+            fallback
+        }
+    };
     let rss = Rss {
         anon: pick(RSS_ANON, ps.rss_anon),
         file: pick(RSS_FILE, ps.rss_file),
         shmem: pick(RSS_SHMEM, ps.rss_shmem),
         swap: pick(RSS_SWAP, ps.vm_swap),
     };
-    (rss, if all_known { "kernel" } else if none_known { "proc" } else { "mixed" })
+    (
+        rss,
+        if all_known {
+            "kernel"
+        } else if none_known {
+            "proc"
+        } else {
+            "mixed"
+        },
+    )
 }
 
 fn blocked_threads(s: &Sentinel, pid: u32, end: &Sample) -> Vec<BlockedThread> {
@@ -261,7 +313,10 @@ fn blocked_threads(s: &Sentinel, pid: u32, end: &Sample) -> Vec<BlockedThread> {
                 owner_tid: owner,
                 waiting_s: end.mono_ns.saturating_sub(w.start_ns) as f64 / 1e9,
                 seeded: w.flags & WAIT_SEEDED != 0,
-                stack: collect::stack(&s.ebpf, w.stack_id).iter().map(|ip| format!("{ip:#x}")).collect(),
+                stack: collect::stack(&s.ebpf, w.stack_id)
+                    .iter()
+                    .map(|ip| format!("{ip:#x}"))
+                    .collect(),
             }
         })
         .collect();
@@ -269,7 +324,14 @@ fn blocked_threads(s: &Sentinel, pid: u32, end: &Sample) -> Vec<BlockedThread> {
     out
 }
 
-fn build(s: &Sentinel, start: &Sample, end: &Sample, elapsed: Duration, filter: &Filter, resolver: &mut Resolver) -> Report {
+fn build(
+    s: &Sentinel,
+    start: &Sample,
+    end: &Sample,
+    elapsed: Duration,
+    filter: &Filter,
+    resolver: &mut Resolver,
+) -> Report {
     let proc_root = Path::new("/proc");
     let in_kernel = s.rss_in_kernel();
 
@@ -290,15 +352,27 @@ fn build(s: &Sentinel, start: &Sample, end: &Sample, elapsed: Duration, filter: 
         if !procfs::alive(proc_root, pid) {
             continue;
         }
-        let p = end.procs.get(&pid).copied().unwrap_or_else(|| idle_proc(resolver, pid));
+        let p = end
+            .procs
+            .get(&pid)
+            .copied()
+            .unwrap_or_else(|| idle_proc(resolver, pid));
         let p = &p;
-        let cg_path = resolver.path(p.cgroup_id).or_else(|| procfs::cgroup_v2_path(proc_root, pid));
+        let cg_path = resolver
+            .path(p.cgroup_id)
+            .or_else(|| procfs::cgroup_v2_path(proc_root, pid));
         if !filter.matches(pid, cg_path.as_deref()) {
             continue;
         }
         let d = proc_delta(start.procs.get(&pid), p);
         let blocked = blocked_threads(s, pid, end);
-        let active = d.faults + d.futex_waits + d.read_bytes + d.dirtied_bytes + d.direct_write_bytes + d.blk_write_bytes > 0;
+        let active = d.faults
+            + d.futex_waits
+            + d.read_bytes
+            + d.dirtied_bytes
+            + d.direct_write_bytes
+            + d.blk_write_bytes
+            > 0;
         if !filter.any() && !active && blocked.is_empty() {
             continue;
         }
@@ -341,7 +415,13 @@ fn build(s: &Sentinel, start: &Sample, end: &Sample, elapsed: Duration, filter: 
             (Some(_), None) => false,
             (None, _) => filter.pid.is_none(),
         };
-        let active = d.faults + d.read_bytes + d.dirtied_bytes + d.direct_write_bytes + d.futex_waits + d.exited > 0;
+        let active = d.faults
+            + d.read_bytes
+            + d.dirtied_bytes
+            + d.direct_write_bytes
+            + d.futex_waits
+            + d.exited
+            > 0;
         if !matches || (!active && filter.cgroup.is_none()) {
             continue;
         }
@@ -364,7 +444,9 @@ fn build(s: &Sentinel, start: &Sample, end: &Sample, elapsed: Duration, filter: 
         .iter()
         .filter_map(|(&dev, b)| {
             let a = start.devices.get(&dev);
-            let sub = |f: fn(&sentinel_common::DevStats) -> u64| f(b).saturating_sub(a.map(f).unwrap_or(0));
+            let sub = |f: fn(&sentinel_common::DevStats) -> u64| {
+                f(b).saturating_sub(a.map(f).unwrap_or(0))
+            };
             let completed = sub(|d| d.completed);
             let (major, minor) = (dev >> 20, dev & 0xfffff);
             let r = DeviceReport {
@@ -374,7 +456,8 @@ fn build(s: &Sentinel, start: &Sample, end: &Sample, elapsed: Duration, filter: 
                 read_ops: sub(|d| d.read_ops),
                 write_bytes: sub(|d| d.write_bytes),
                 write_ops: sub(|d| d.write_ops),
-                avg_latency_us: (completed > 0).then(|| sub(|d| d.lat_ns_total) as f64 / completed as f64 / 1e3),
+                avg_latency_us: (completed > 0)
+                    .then(|| sub(|d| d.lat_ns_total) as f64 / completed as f64 / 1e3),
                 latency_hist: b
                     .lat_hist
                     .iter()
@@ -391,16 +474,58 @@ fn build(s: &Sentinel, start: &Sample, end: &Sample, elapsed: Duration, filter: 
     let mut drops = BTreeMap::new();
     for c in Counter::ALL {
         let v = end.counters[c as usize].saturating_sub(start.counters[c as usize]);
-        if c.is_drop() { drops.insert(c.name().to_string(), v) } else { counters.insert(c.name().to_string(), v) };
+        if c.is_drop() {
+            drops.insert(c.name().to_string(), v)
+        } else {
+            counters.insert(c.name().to_string(), v)
+        };
     }
     let fill = |start: usize, end: usize, max: u32| MapFill { start, end, max };
     let maps = BTreeMap::from([
-        ("procs".to_string(), fill(start.procs.len(), end.procs.len(), sentinel_common::MAX_PROCS)),
-        ("cgroups".to_string(), fill(start.cgroups.len(), end.cgroups.len(), sentinel_common::MAX_CGROUPS)),
-        ("futex_waits".to_string(), fill(start.waits.len(), end.waits.len(), sentinel_common::MAX_FUTEX_WAITS)),
-        ("mm_owners".to_string(), fill(start.mm_owners, end.mm_owners, sentinel_common::MAX_MM)),
-        ("io_inflight".to_string(), fill(start.io_inflight, end.io_inflight, sentinel_common::MAX_IO_INFLIGHT)),
-        ("devices".to_string(), fill(start.devices.len(), end.devices.len(), sentinel_common::MAX_DEVICES)),
+        (
+            "procs".to_string(),
+            fill(
+                start.procs.len(),
+                end.procs.len(),
+                sentinel_common::MAX_PROCS,
+            ),
+        ),
+        (
+            "cgroups".to_string(),
+            fill(
+                start.cgroups.len(),
+                end.cgroups.len(),
+                sentinel_common::MAX_CGROUPS,
+            ),
+        ),
+        (
+            "futex_waits".to_string(),
+            fill(
+                start.waits.len(),
+                end.waits.len(),
+                sentinel_common::MAX_FUTEX_WAITS,
+            ),
+        ),
+        (
+            "mm_owners".to_string(),
+            fill(start.mm_owners, end.mm_owners, sentinel_common::MAX_MM),
+        ),
+        (
+            "io_inflight".to_string(),
+            fill(
+                start.io_inflight,
+                end.io_inflight,
+                sentinel_common::MAX_IO_INFLIGHT,
+            ),
+        ),
+        (
+            "devices".to_string(),
+            fill(
+                start.devices.len(),
+                end.devices.len(),
+                sentinel_common::MAX_DEVICES,
+            ),
+        ),
     ]);
 
     Report {
@@ -430,7 +555,8 @@ fn idle_proc(resolver: &mut Resolver, pid: u32) -> ProcStats {
 
 fn device_name(major: u32, minor: u32) -> Option<String> {
     let text = std::fs::read_to_string(format!("/sys/dev/block/{major}:{minor}/uevent")).ok()?;
-    text.lines().find_map(|l| l.strip_prefix("DEVNAME=").map(str::to_string))
+    text.lines()
+        .find_map(|l| l.strip_prefix("DEVNAME=").map(str::to_string))
 }
 
 #[cfg(test)]
@@ -468,8 +594,16 @@ mod tests {
             io_inflight: 0,
         };
         // End: it faulted 50 more, then exited; the kernel folded 150.
-        let folded = CgroupStats { faults: 150, exited: 1, ..Default::default() };
-        let end = Sample { procs: HashMap::new(), cgroups: HashMap::from([(42, folded)]), ..start_clone(&start) };
+        let folded = CgroupStats {
+            faults: 150,
+            exited: 1,
+            ..Default::default()
+        };
+        let end = Sample {
+            procs: HashMap::new(),
+            cgroups: HashMap::from([(42, folded)]),
+            ..start_clone(&start)
+        };
         let d = cgroup_delta(cgroup_totals(&start).get(&42), &cgroup_totals(&end)[&42]);
         assert_eq!((d.faults, d.exited), (50, 1));
     }
@@ -489,11 +623,17 @@ mod tests {
 
     #[test]
     fn filter_by_pid_and_cgroup() {
-        let f = Filter { pid: None, cgroup: Some("/job".into()) };
+        let f = Filter {
+            pid: None,
+            cgroup: Some("/job".into()),
+        };
         assert!(f.matches(1, Some("/job/a")));
         assert!(!f.matches(1, Some("/jobs")));
         assert!(!f.matches(1, None));
-        let f = Filter { pid: Some(5), cgroup: None };
+        let f = Filter {
+            pid: Some(5),
+            cgroup: None,
+        };
         assert!(f.matches(5, None));
         assert!(!f.matches(6, None));
     }

@@ -41,11 +41,20 @@ impl Tracefs {
     /// mounted (a fresh machine has it unmounted; aya needs it to attach).
     pub fn open() -> Result<Tracefs> {
         let hidden = std::env::var(HIDE_ENV)
-            .map(|v| v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
+            .map(|v| {
+                v.split(',')
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect()
+            })
             .unwrap_or_default();
         for root in [TRACEFS, DEBUGFS_TRACING] {
             if Path::new(root).join("events").is_dir() {
-                return Ok(Tracefs { root: root.into(), mounted_by_us: false, hidden });
+                return Ok(Tracefs {
+                    root: root.into(),
+                    mounted_by_us: false,
+                    hidden,
+                });
             }
         }
         mount_tracefs(TRACEFS)?;
@@ -53,11 +62,17 @@ impl Tracefs {
             bail!("mounted tracefs at {TRACEFS} but it has no events/ directory");
         }
         tracing::info!("tracefs was not mounted: mounted it at {TRACEFS}");
-        Ok(Tracefs { root: TRACEFS.into(), mounted_by_us: true, hidden })
+        Ok(Tracefs {
+            root: TRACEFS.into(),
+            mounted_by_us: true,
+            hidden,
+        })
     }
 
     pub fn is_hidden(&self, category: &str, name: &str) -> bool {
-        self.hidden.iter().any(|h| h == &format!("{category}:{name}"))
+        self.hidden
+            .iter()
+            .any(|h| h == &format!("{category}:{name}"))
     }
 
     pub fn exists(&self, category: &str, name: &str) -> bool {
@@ -87,10 +102,20 @@ fn mount_tracefs(target: &str) -> Result<()> {
     let tgt = CString::new(target)?;
     let fstype = CString::new("tracefs")?;
     // SAFETY: valid NUL-terminated strings; no data argument.
-    let rc = unsafe { libc::mount(src.as_ptr(), tgt.as_ptr(), fstype.as_ptr(), 0, std::ptr::null()) };
+    let rc = unsafe {
+        libc::mount(
+            src.as_ptr(),
+            tgt.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
     if rc != 0 {
         let err = std::io::Error::last_os_error();
-        bail!("tracefs is not mounted and mounting it at {target} failed: {err} (run `mount -t tracefs nodev {target}` as root)");
+        bail!(
+            "tracefs is not mounted and mounting it at {target} failed: {err} (run `mount -t tracefs nodev {target}` as root)"
+        );
     }
     Ok(())
 }
@@ -100,7 +125,9 @@ pub fn parse_format(text: &str) -> Format {
     let mut fmt = Format::default();
     for line in text.lines() {
         let line = line.trim();
-        let Some(rest) = line.strip_prefix("field:") else { continue };
+        let Some(rest) = line.strip_prefix("field:") else {
+            continue;
+        };
         let mut parts = rest.split(';').map(str::trim);
         let Some(decl) = parts.next() else { continue };
         let mut offset = None;
@@ -124,7 +151,10 @@ pub fn parse_format(text: &str) -> Format {
                 _ => {}
             }
         }
-        let name = bare.rsplit(|c: char| c.is_whitespace() || c == '*').find(|s| !s.is_empty()).unwrap_or_default();
+        let name = bare
+            .rsplit(|c: char| c.is_whitespace() || c == '*')
+            .find(|s| !s.is_empty())
+            .unwrap_or_default();
         if let (Some(offset), Some(size)) = (offset, size) {
             fmt.fields.insert(name.to_string(), Field { offset, size });
         }
@@ -137,7 +167,10 @@ impl Format {
     /// field whose size changed is as good as missing: the program reads a
     /// fixed width).
     pub fn offset(&self, name: &str, sizes: &[u32]) -> Option<u32> {
-        self.fields.get(name).filter(|f| sizes.contains(&f.size)).map(|f| f.offset)
+        self.fields
+            .get(name)
+            .filter(|f| sizes.contains(&f.size))
+            .map(|f| f.offset)
     }
 }
 
@@ -161,9 +194,19 @@ print fmt: \"mm_id=%u curr=%d type=%s size=%ldB\", REC->mm_id";
     #[test]
     fn parses_fields() {
         let f = parse_format(RSS);
-        assert_eq!(f.fields["size"], Field { offset: 24, size: 8 });
+        assert_eq!(
+            f.fields["size"],
+            Field {
+                offset: 24,
+                size: 8
+            }
+        );
         assert_eq!(f.offset("member", &[4]), Some(16));
-        assert_eq!(f.offset("member", &[8]), None, "a size change counts as missing");
+        assert_eq!(
+            f.offset("member", &[8]),
+            None,
+            "a size change counts as missing"
+        );
         assert_eq!(f.offset("nope", &[4]), None);
     }
 

@@ -9,20 +9,32 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let mut total = 0f64;
     let mut rest = s;
     while !rest.is_empty() {
-        let num_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let num_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
         if num_end == 0 {
-            return Err(format!("`{s}` is not a duration (expected e.g. 2s, 500ms, 5m, 1h30m)"));
+            return Err(format!(
+                "`{s}` is not a duration (expected e.g. 2s, 500ms, 5m, 1h30m)"
+            ));
         }
-        let n: f64 = rest[..num_end].parse().map_err(|_| format!("bad number in duration `{s}`"))?;
+        let n: f64 = rest[..num_end]
+            .parse()
+            .map_err(|_| format!("bad number in duration `{s}`"))?;
         rest = &rest[num_end..];
-        let unit_end = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let unit_end = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
         let mult = match &rest[..unit_end] {
             "ms" => 1e-3,
             "s" | "" => 1.0,
             "m" | "min" => 60.0,
             "h" => 3600.0,
             "d" => 86400.0,
-            u => return Err(format!("unknown unit `{u}` in duration `{s}` (use ms, s, m, h, d)")),
+            u => {
+                return Err(format!(
+                    "unknown unit `{u}` in duration `{s}` (use ms, s, m, h, d)"
+                ));
+            }
         };
         total += n * mult;
         rest = &rest[unit_end..];
@@ -42,7 +54,11 @@ pub fn bytes(b: u64) -> String {
         v /= 1024.0;
         i += 1;
     }
-    if i == 0 { format!("{b} B") } else { format!("{v:.1} {}", U[i]) }
+    if i == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", U[i])
+    }
 }
 
 #[cfg(test)]
@@ -57,7 +73,11 @@ mod tests {
         assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
         assert!(parse_duration("").is_err());
         assert!(parse_duration("fast").is_err());
-        assert!(parse_duration("3 weeks").unwrap_err().contains("unknown unit"));
+        assert!(
+            parse_duration("3 weeks")
+                .unwrap_err()
+                .contains("unknown unit")
+        );
     }
 
     #[test]

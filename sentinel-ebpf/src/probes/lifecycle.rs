@@ -10,7 +10,7 @@ use sentinel_common::{CgroupStats, Counter};
 use crate::{
     config,
     maps::{CGROUPS, DIO_BUDGET, PROCS},
-    probes::{futex::forget_thread, rss::forget_mm},
+    probes::{faults::flush_exiting, futex::forget_thread, rss::forget_mm},
     util::{add, count, ctx_small, current_ids, current_proc_refresh},
 };
 
@@ -41,6 +41,7 @@ pub fn process_exit_tp(ctx: TracePointContext) -> u32 {
     if !last {
         return 0;
     }
+    flush_exiting(tgid);
     let Some(p) = PROCS.get_ptr(tgid) else {
         return 0;
     };
@@ -70,7 +71,7 @@ pub fn process_exit_tp(ctx: TracePointContext) -> u32 {
             add(&raw mut (*c).exited, 1);
         }
     }
-    forget_mm(unsafe { (*p).mm_id });
+    forget_mm(unsafe { (*p).mm_key });
     let _ = PROCS.remove(tgid);
     0
 }

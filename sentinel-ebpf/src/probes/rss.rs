@@ -1,13 +1,19 @@
-//! Current RSS per process by kind, from `kmem:rss_stat`, which reports the
-//! full counter value (not a delta) whenever it changes.
-use aya_ebpf::EbpfContext;
+//! Current RSS per process by kind (file, anon, swap, shmem), kept in
+//! kernel so growth is seen without polling /proc.
+//!
+//! Preferred: a BTF tracepoint on `rss_stat` that reads the mm's counter
+//! itself (offsets from BTF). Enabling the classic `kmem:rss_stat` event
+//! makes the kernel sum the per-CPU counter on every RSS change, fault
+//! storms included; the BTF tracepoint avoids that and the record copy.
 use aya_ebpf::{
+    EbpfContext,
     bindings::BPF_ANY,
-    macros::{map, tracepoint},
-    maps::HashMap,
-    programs::TracePointContext,
+    helpers::bpf_get_current_task_btf,
+    macros::{btf_tracepoint, map, tracepoint},
+    maps::{HashMap, PerCpuArray},
+    programs::{BtfTracePointContext, TracePointContext},
 };
-use sentinel_common::{Counter, MAX_MM, RSS_MEMBERS};
+use sentinel_common::{Counter, MAX_MM, NONE, RSS_GRANULE_PAGES, RSS_MEMBERS};
 
 use crate::{
     config,
@@ -15,12 +21,123 @@ use crate::{
     util::{count, current_ids, current_proc, field_u32, field_u64},
 };
 
-/// mm_id (the kernel's hashed mm pointer) -> tgid, learnt when the owner
-/// itself changes its RSS. Lets updates made from another context (reclaim,
-/// swap-out, the OOM reaper) land on the right process.
+/// mm key -> tgid, learnt when the owner itself changes its RSS. Lets
+/// updates made from another context (reclaim, swap-out, the OOM reaper)
+/// land on the right process.
 #[map(name = "MM_OWNERS")]
-static MM_OWNERS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_MM, 0);
+static MM_OWNERS: HashMap<u64, u32> = HashMap::with_max_entries(MAX_MM, 0);
 
+/// What this CPU last wrote for one mm, to skip writes that change less
+/// than `RSS_GRANULE_PAGES`.
+#[repr(C)]
+struct RssCache {
+    mm: u64,
+    pages: [i64; RSS_MEMBERS],
+}
+
+#[map(name = "RSS_CACHE")]
+static RSS_CACHE: PerCpuArray<RssCache> = PerCpuArray::with_max_entries(1, 0);
+
+/// Stores `bytes` as member `m` of the process owning `mm_key`.
+#[inline(always)]
+fn store(mm_key: u64, curr: bool, m: usize, bytes: i64) {
+    let p = if curr {
+        let (tgid, _) = current_ids();
+        let Some(p) = current_proc(tgid) else { return };
+        if unsafe { (*p).mm_key } != mm_key {
+            unsafe { (*p).mm_key = mm_key };
+            if MM_OWNERS.insert(mm_key, tgid, BPF_ANY as u64).is_err() {
+                count(Counter::MmFull);
+            }
+        }
+        p
+    } else {
+        let Some(tgid) = (unsafe { MM_OWNERS.get(mm_key) }) else {
+            return;
+        };
+        match PROCS.get_ptr_mut(*tgid) {
+            Some(p) => p,
+            None => return,
+        }
+    };
+    // Constant indices: the verifier loses the bound of a computed one.
+    unsafe {
+        match m {
+            0 => (*p).rss[0] = bytes,
+            1 => (*p).rss[1] = bytes,
+            2 => (*p).rss[2] = bytes,
+            _ => (*p).rss[3] = bytes,
+        }
+        (*p).rss_known |= 1 << (m & 3);
+    }
+}
+
+#[btf_tracepoint(function = "rss_stat")]
+pub fn rss_stat_btf(ctx: BtfTracePointContext) -> i32 {
+    let c = config();
+    if c.mm_rss_stat == NONE || c.task_mm == NONE || c.pcpu_counter_count == NONE {
+        return 0;
+    }
+    let mm: *const u8 = ctx.arg(0);
+    let member: i32 = ctx.arg(1);
+    if member < 0 || member as usize >= RSS_MEMBERS {
+        return 0;
+    }
+    // Four loads at offsets fixed per program, then a select: the verifier
+    // wants constant offsets into kernel structs, not `base + member * size`.
+    let base = c.mm_rss_stat + c.pcpu_counter_count;
+    let sz = c.pcpu_counter_size;
+    let rd = |off: u32| unsafe { core::ptr::read_volatile(mm.add(off as usize).cast::<i64>()) };
+    let (v0, v1, v2, v3) = (
+        rd(base),
+        rd(base + sz),
+        rd(base + 2 * sz),
+        rd(base + 3 * sz),
+    );
+    let pages = match member {
+        0 => v0,
+        1 => v1,
+        2 => v2,
+        _ => v3,
+    }
+    .max(0);
+    let m = member as usize & (RSS_MEMBERS - 1);
+    let Some(cache) = RSS_CACHE.get_ptr_mut(0) else {
+        return 0;
+    };
+    let cached = unsafe {
+        match m {
+            0 => &raw mut (*cache).pages[0],
+            1 => &raw mut (*cache).pages[1],
+            2 => &raw mut (*cache).pages[2],
+            _ => &raw mut (*cache).pages[3],
+        }
+    };
+    unsafe {
+        if (*cache).mm == mm as u64 && (*cached - pages).abs() < RSS_GRANULE_PAGES {
+            return 0;
+        }
+    }
+    count(Counter::RssStat);
+    let task = unsafe { bpf_get_current_task_btf() } as *const u8;
+    let cur_mm = unsafe { core::ptr::read_volatile(task.add(c.task_mm as usize).cast::<u64>()) };
+    store(
+        mm as u64,
+        cur_mm == mm as u64,
+        m,
+        pages << (c.page_shift & 31),
+    );
+    unsafe {
+        if (*cache).mm != mm as u64 {
+            (*cache).mm = mm as u64;
+            (*cache).pages = [i64::MIN / 2; RSS_MEMBERS];
+        }
+        *cached = pages;
+    }
+    0
+}
+
+/// Fallback: the classic event, which carries the exact value.
 #[tracepoint(category = "kmem", name = "rss_stat")]
 pub fn rss_stat_tp(ctx: TracePointContext) -> u32 {
     count(Counter::RssStat);
@@ -37,41 +154,14 @@ pub fn rss_stat_tp(ctx: TracePointContext) -> u32 {
     if member < 0 || member as usize >= RSS_MEMBERS {
         return 0;
     }
-    let member = member as usize;
-    let p = if curr != 0 {
-        let (tgid, _) = current_ids();
-        let Some(p) = current_proc(tgid) else {
-            return 0;
-        };
-        if unsafe { (*p).mm_id } != mm_id {
-            unsafe { (*p).mm_id = mm_id };
-            if MM_OWNERS.insert(mm_id, tgid, BPF_ANY as u64).is_err() {
-                count(Counter::MmFull);
-            }
-        }
-        p
-    } else {
-        let Some(tgid) = (unsafe { MM_OWNERS.get(mm_id) }) else {
-            return 0;
-        };
-        match PROCS.get_ptr_mut(*tgid) {
-            Some(p) => p,
-            None => return 0,
-        }
-    };
-    unsafe {
-        // Bounded index for the verifier.
-        let m = member & (RSS_MEMBERS - 1);
-        (*p).rss[m] = size;
-        (*p).rss_known |= 1 << m;
-    }
+    store(mm_id as u64, curr != 0, member as usize, size);
     0
 }
 
 /// Called by the exit probe so the table never outlives its processes.
 #[inline(always)]
-pub fn forget_mm(mm_id: u32) {
-    if mm_id != 0 {
-        let _ = MM_OWNERS.remove(mm_id);
+pub fn forget_mm(mm_key: u64) {
+    if mm_key != 0 {
+        let _ = MM_OWNERS.remove(mm_key);
     }
 }

@@ -8,7 +8,13 @@ pub const SPEC: ProbeSpec = ProbeSpec {
         program_type: "tracepoint",
         degraded: None,
         progs: &[
-            ProgSpec { program: "block_rq_issue_tp", category: "block", name: "block_rq_issue", btf: false, need: Need::Required },
+            ProgSpec {
+                program: "block_rq_issue_tp",
+                category: "block",
+                name: "block_rq_issue",
+                btf: false,
+                need: Need::Required,
+            },
             ProgSpec {
                 program: "block_bio_queue_tp",
                 category: "block",

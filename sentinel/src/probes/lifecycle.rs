@@ -31,7 +31,8 @@ pub fn configure(cx: &mut Configurator) {
     cx.tracepoint("sched", "sched_process_exit", |f, c| {
         // Absent before 6.x: the program then treats the leader's exit as
         // the process's.
-        c.exit_group_dead = super::need_field(f, "group_dead", &[1]).unwrap_or(sentinel_common::NONE);
+        c.exit_group_dead =
+            super::need_field(f, "group_dead", &[1]).unwrap_or(sentinel_common::NONE);
         Ok(())
     });
 }

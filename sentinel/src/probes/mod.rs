@@ -16,7 +16,9 @@ use std::collections::{HashMap, HashSet};
 
 use aya::{
     Btf as AyaBtf, Ebpf,
-    programs::{BtfTracePoint, TracePoint, tp_btf::BtfTracePointLinkId, trace_point::TracePointLinkId},
+    programs::{
+        BtfTracePoint, TracePoint, tp_btf::BtfTracePointLinkId, trace_point::TracePointLinkId,
+    },
 };
 use sentinel_common::Config;
 use serde::{Deserialize, Serialize};
@@ -108,7 +110,12 @@ pub struct Configurator<'a> {
 
 impl<'a> Configurator<'a> {
     pub fn new(tracefs: &'a Tracefs, btf: Option<&'a Btf>) -> Self {
-        Configurator { cfg: Config::unset(), tracefs, btf, unusable: HashMap::new() }
+        Configurator {
+            cfg: Config::unset(),
+            tracefs,
+            btf,
+            unusable: HashMap::new(),
+        }
     }
 
     /// Runs `f` on the tracepoint's format; an `Err` from it (a missing
@@ -127,7 +134,8 @@ impl<'a> Configurator<'a> {
                 }
             }
             Ok(None) => {
-                self.unusable.insert(key, "tracepoint not present on this kernel".into());
+                self.unusable
+                    .insert(key, "tracepoint not present on this kernel".into());
             }
             Err(e) => {
                 self.unusable.insert(key, format!("{e:#}"));
@@ -160,14 +168,23 @@ impl<'a> Configurator<'a> {
 /// alignment, within the first `MAX_CTX_OFFSET` bytes of the record (one
 /// load instruction per possible offset, see the eBPF `util.rs`).
 pub fn need_field(fmt: &crate::tracefs::Format, field: &str, sizes: &[u32]) -> Result<u32, String> {
-    let f = fmt.fields.get(field).ok_or_else(|| format!("field `{field}` missing"))?;
+    let f = fmt
+        .fields
+        .get(field)
+        .ok_or_else(|| format!("field `{field}` missing"))?;
     if !sizes.contains(&f.size) {
-        return Err(format!("field `{field}` has size {} (expected {sizes:?})", f.size));
+        return Err(format!(
+            "field `{field}` has size {} (expected {sizes:?})",
+            f.size
+        ));
     }
     // Arrays (e.g. `char rwbs[10]`) are read by their first byte.
     let width = if f.size > 8 { 1 } else { f.size };
     if f.offset % width != 0 || f.offset + width > sentinel_common::MAX_CTX_OFFSET {
-        return Err(format!("field `{field}` at offset {} is beyond what the program can read", f.offset));
+        return Err(format!(
+            "field `{field}` at offset {} is beyond what the program can read",
+            f.offset
+        ));
     }
     Ok(f.offset)
 }
@@ -190,7 +207,11 @@ pub struct Attacher<'a> {
 }
 
 impl<'a> Attacher<'a> {
-    pub fn new(ebpf: &'a mut Ebpf, tracefs: &'a Tracefs, unusable: &'a HashMap<String, String>) -> Self {
+    pub fn new(
+        ebpf: &'a mut Ebpf,
+        tracefs: &'a Tracefs,
+        unusable: &'a HashMap<String, String>,
+    ) -> Self {
         let (kernel_btf, kernel_btf_err) = match AyaBtf::from_sys_fs() {
             Ok(b) => (Some(b), None),
             Err(e) => (None, Some(format!("kernel BTF unavailable: {e}"))),
@@ -216,11 +237,20 @@ impl<'a> Attacher<'a> {
         for variant in spec.variants {
             match self.try_variant(variant) {
                 Ok(notes) => {
-                    let mut detail: Vec<String> = variant.degraded.map(str::to_string).into_iter().collect();
+                    let mut detail: Vec<String> =
+                        variant.degraded.map(str::to_string).into_iter().collect();
                     detail.extend(notes.iter().cloned());
-                    let status = if detail.is_empty() { Status::Attached } else { Status::Degraded };
+                    let status = if detail.is_empty() {
+                        Status::Attached
+                    } else {
+                        Status::Degraded
+                    };
                     if !reasons.is_empty() {
-                        tracing::info!(probe = spec.name, "preferred program type unavailable: {}", reasons.join("; "));
+                        tracing::info!(
+                            probe = spec.name,
+                            "preferred program type unavailable: {}",
+                            reasons.join("; ")
+                        );
                     }
                     return ProbeStatus {
                         name: spec.name.into(),
@@ -238,7 +268,10 @@ impl<'a> Attacher<'a> {
         let why = reasons.join("; ");
         match spec.fallback {
             Some(fb) => {
-                tracing::warn!(probe = spec.name, "no kernel probe ({why}); falling back to {fb}");
+                tracing::warn!(
+                    probe = spec.name,
+                    "no kernel probe ({why}); falling back to {fb}"
+                );
                 ProbeStatus {
                     name: spec.name.into(),
                     status: Status::Degraded,
@@ -250,7 +283,11 @@ impl<'a> Attacher<'a> {
                 tracing::warn!(probe = spec.name, "probe disabled: {why}");
                 ProbeStatus {
                     name: spec.name.into(),
-                    status: if any_present { Status::Failed } else { Status::Unsupported },
+                    status: if any_present {
+                        Status::Failed
+                    } else {
+                        Status::Unsupported
+                    },
                     program_type: None,
                     detail: why,
                 }
@@ -267,8 +304,15 @@ impl<'a> Attacher<'a> {
             let key = format!("{}:{}", p.category, p.name);
             let exists = self.tracefs.exists(p.category, p.name);
             let problem = if !exists {
-                Some((false, format!("tracepoint {key} not present on this kernel")))
-            } else if let Some(why) = self.unusable.get(&key).or_else(|| self.unusable.get(p.program)) {
+                Some((
+                    false,
+                    format!("tracepoint {key} not present on this kernel"),
+                ))
+            } else if let Some(why) = self
+                .unusable
+                .get(&key)
+                .or_else(|| self.unusable.get(p.program))
+            {
                 Some((true, format!("{key}: {why}")))
             } else {
                 match self.attach_one(p) {
@@ -279,7 +323,9 @@ impl<'a> Attacher<'a> {
                     Err(e) => Some((true, format!("{}: {e}", p.program))),
                 }
             };
-            let Some((present, why)) = problem else { continue };
+            let Some((present, why)) = problem else {
+                continue;
+            };
             match p.need {
                 Need::Required => {
                     self.detach(links);
@@ -298,20 +344,30 @@ impl<'a> Attacher<'a> {
             return Err(why.clone());
         }
         let already = self.loaded.contains(p.program);
-        let prog = self.ebpf.program_mut(p.program).ok_or_else(|| format!("program {} missing from the object", p.program))?;
+        let prog = self
+            .ebpf
+            .program_mut(p.program)
+            .ok_or_else(|| format!("program {} missing from the object", p.program))?;
         let res = if p.btf {
-            let btf = self.kernel_btf.as_ref().ok_or_else(|| self.kernel_btf_err.clone().unwrap_or_default())?;
+            let btf = self
+                .kernel_btf
+                .as_ref()
+                .ok_or_else(|| self.kernel_btf_err.clone().unwrap_or_default())?;
             let tp: &mut BtfTracePoint = prog.try_into().map_err(|e| format!("{e}"))?;
             if !already {
                 tp.load(p.name, btf).map_err(|e| load_error(&e))?;
             }
-            tp.attach().map(|id| Link::Btf(p.program, id)).map_err(|e| format!("attach: {}", chain(&e)))
+            tp.attach()
+                .map(|id| Link::Btf(p.program, id))
+                .map_err(|e| format!("attach: {}", chain(&e)))
         } else {
             let tp: &mut TracePoint = prog.try_into().map_err(|e| format!("{e}"))?;
             if !already {
                 tp.load().map_err(|e| load_error(&e))?;
             }
-            tp.attach(p.category, p.name).map(|id| Link::Tp(p.program, id)).map_err(|e| format!("attach: {}", chain(&e)))
+            tp.attach(p.category, p.name)
+                .map(|id| Link::Tp(p.program, id))
+                .map_err(|e| format!("attach: {}", chain(&e)))
         };
         self.loaded.insert(p.program);
         if let Err(e) = &res {
@@ -359,5 +415,13 @@ fn load_error(e: &aya::programs::ProgramError) -> String {
     let full = format!("{e}");
     let lines: Vec<&str> = full.lines().collect();
     tracing::debug!("program load failed: {full}");
-    if lines.len() <= 4 { format!("load: {}", lines.join(" | ")) } else { format!("load: {} | … | {}", lines[0], lines[lines.len() - 3..].join(" | ")) }
+    if lines.len() <= 4 {
+        format!("load: {}", lines.join(" | "))
+    } else {
+        format!(
+            "load: {} | … | {}",
+            lines[0],
+            lines[lines.len() - 3..].join(" | ")
+        )
+    }
 }

@@ -8,7 +8,13 @@ pub const SPEC: ProbeSpec = ProbeSpec {
     variants: &[Variant {
         program_type: "tracepoint",
         degraded: None,
-        progs: &[ProgSpec { program: "mark_victim_tp", category: "oom", name: "mark_victim", btf: false, need: Need::Required }],
+        progs: &[ProgSpec {
+            program: "mark_victim_tp",
+            category: "oom",
+            name: "mark_victim",
+            btf: false,
+            need: Need::Required,
+        }],
     }],
     fallback: None,
 };

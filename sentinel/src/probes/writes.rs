@@ -3,10 +3,20 @@
 use super::{Configurator, Need, ProbeSpec, ProgSpec, Variant, need_field};
 use crate::btf::Btf;
 
-const DIO: ProgSpec =
-    ProgSpec { program: "dio_begin_tp", category: "iomap", name: "iomap_dio_rw_begin", btf: false, need: Need::Optional };
-const DIO_DONE: ProgSpec =
-    ProgSpec { program: "dio_complete_tp", category: "iomap", name: "iomap_dio_complete", btf: false, need: Need::Optional };
+const DIO: ProgSpec = ProgSpec {
+    program: "dio_begin_tp",
+    category: "iomap",
+    name: "iomap_dio_rw_begin",
+    btf: false,
+    need: Need::Optional,
+};
+const DIO_DONE: ProgSpec = ProgSpec {
+    program: "dio_complete_tp",
+    category: "iomap",
+    name: "iomap_dio_complete",
+    btf: false,
+    need: Need::Optional,
+};
 
 pub const SPEC: ProbeSpec = ProbeSpec {
     name: "writes",
@@ -28,7 +38,9 @@ pub const SPEC: ProbeSpec = ProbeSpec {
         },
         Variant {
             program_type: "tracepoint",
-            degraded: Some("folio size unknown: each dirtied folio counts as one page, so large folios undercount"),
+            degraded: Some(
+                "folio size unknown: each dirtied folio counts as one page, so large folios undercount",
+            ),
             progs: &[
                 ProgSpec {
                     program: "dirty_folio_tp",
@@ -48,7 +60,11 @@ pub const SPEC: ProbeSpec = ProbeSpec {
 pub fn configure(cx: &mut Configurator) {
     // SAFETY: sysconf has no preconditions.
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    cx.cfg.page_shift = if page > 0 { (page as u64).trailing_zeros() } else { 12 };
+    cx.cfg.page_shift = if page > 0 {
+        (page as u64).trailing_zeros()
+    } else {
+        12
+    };
     match cx.btf.map(folio_layout) {
         Some(Ok((flags, flags1, head))) => {
             cx.cfg.folio_flags = flags;
@@ -67,9 +83,15 @@ pub fn configure(cx: &mut Configurator) {
 /// Where `struct folio` keeps its flags, the second page's flags (whose low
 /// byte is the folio order) and which flag bit marks a large folio.
 fn folio_layout(btf: &Btf) -> Result<(u32, u32, u32), String> {
-    let flags = btf.member_offset("folio", "flags").ok_or("struct folio has no `flags`")?;
-    let flags1 = btf.member_offset("folio", "_flags_1").ok_or("struct folio has no `_flags_1`")?;
-    let head = btf.enum_value("PG_head").ok_or("enum pageflags has no PG_head")?;
+    let flags = btf
+        .member_offset("folio", "flags")
+        .ok_or("struct folio has no `flags`")?;
+    let flags1 = btf
+        .member_offset("folio", "_flags_1")
+        .ok_or("struct folio has no `_flags_1`")?;
+    let head = btf
+        .enum_value("PG_head")
+        .ok_or("enum pageflags has no PG_head")?;
     if !(0..64).contains(&head) {
         return Err(format!("PG_head = {head} is out of range"));
     }
