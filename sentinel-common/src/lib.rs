@@ -29,6 +29,7 @@ pub mod maps {
     pub const STACKS: &str = "STACKS";
     pub const DEVICES: &str = "DEVICES";
     pub const IO_INFLIGHT: &str = "IO_INFLIGHT";
+    pub const BIO_INFLIGHT: &str = "BIO_INFLIGHT";
     pub const DIO_BUDGET: &str = "DIO_BUDGET";
     pub const MM_OWNERS: &str = "MM_OWNERS";
     pub const OOM_EVENTS: &str = "OOM_EVENTS";
@@ -75,6 +76,8 @@ pub struct Config {
     pub blk_done_nr_sector: u32,
     pub blk_done_rwbs: u32,
     // block:block_bio_queue
+    pub bio_dev: u32,
+    pub bio_sector: u32,
     pub bio_nr_sector: u32,
     pub bio_rwbs: u32,
     // iomap:iomap_dio_rw_begin
@@ -101,7 +104,7 @@ pub struct Config {
     pub pcpu_counter_size: u32,
     pub pcpu_counter_count: u32,
 }
-const _: () = assert!(size_of::<Config>() == 36 * 4);
+const _: () = assert!(size_of::<Config>() == 38 * 4);
 
 impl Config {
     pub const fn unset() -> Self {
@@ -122,6 +125,8 @@ impl Config {
             blk_done_sector: NONE,
             blk_done_nr_sector: NONE,
             blk_done_rwbs: NONE,
+            bio_dev: NONE,
+            bio_sector: NONE,
             bio_nr_sector: NONE,
             bio_rwbs: NONE,
             dio_count: NONE,
@@ -156,6 +161,8 @@ pub const RSS_MEMBERS: usize = 4;
 /// log2(nanoseconds) buckets: bucket i holds waits in [2^i, 2^(i+1)) ns;
 /// the last one is open-ended (2^39 ns is about 9 minutes).
 pub const HIST_BUCKETS: usize = 40;
+/// Block I/O latency, log2(ns) buckets (the last holds 2 s and more).
+pub const IO_HIST_BUCKETS: usize = 32;
 
 /// Per process (tgid). Created on the first event the process causes,
 /// removed by the exit probe after folding its counters into its cgroup.
@@ -189,10 +196,18 @@ pub struct ProcStats {
     /// Page-cache bytes this process dirtied: buffered writes, charged to
     /// the writer and not to the kworker that later flushes them.
     pub dirtied_bytes: u64,
+    /// Block I/O this process submitted and that completed: count, total
+    /// and log2(ns) histogram of submission-to-completion latency.
+    pub io_done: u64,
+    pub io_lat_ns: u64,
     pub comm: [u8; 16],
     pub futex_hist: [u32; HIST_BUCKETS],
+    pub io_lat_hist: [u32; IO_HIST_BUCKETS],
 }
-const _: () = assert!(size_of::<ProcStats>() == 8 * 2 + 8 * 4 + 8 + 8 + 8 * 9 + 16 + 4 * HIST_BUCKETS);
+const _: () = assert!(
+    size_of::<ProcStats>()
+        == 8 * 2 + 8 * 4 + 8 + 8 + 8 * 11 + 16 + 4 * HIST_BUCKETS + 4 * IO_HIST_BUCKETS
+);
 
 /// Faults counted on one CPU but not yet added to `PROCS`: a fault costs a
 /// per-CPU slot update instead of a hash lookup and an atomic add. Flushed
@@ -229,8 +244,11 @@ pub struct CgroupStats {
     pub direct_write_bytes: u64,
     pub dirtied_bytes: u64,
     pub exited: u64,
+    pub io_done: u64,
+    pub io_lat_ns: u64,
+    pub io_lat_hist: [u32; IO_HIST_BUCKETS],
 }
-const _: () = assert!(size_of::<CgroupStats>() == 8 * 10);
+const _: () = assert!(size_of::<CgroupStats>() == 8 * 12 + 4 * IO_HIST_BUCKETS);
 
 /// Futex ops (after masking `FUTEX_PRIVATE_FLAG` and `FUTEX_CLOCK_REALTIME`)
 /// and the two futex2 syscalls, which have no op of their own.
@@ -247,7 +265,10 @@ pub mod futex_op {
     pub const WAIT2: u32 = 1001;
 
     pub const fn is_wait(cmd: u32) -> bool {
-        matches!(cmd, WAIT | LOCK_PI | WAIT_BITSET | WAIT_REQUEUE_PI | LOCK_PI2)
+        matches!(
+            cmd,
+            WAIT | LOCK_PI | WAIT_BITSET | WAIT_REQUEUE_PI | LOCK_PI2
+        )
     }
     pub const fn is_pi(cmd: u32) -> bool {
         matches!(cmd, LOCK_PI | LOCK_PI2)
@@ -281,8 +302,6 @@ pub struct FutexWait {
 }
 const _: () = assert!(size_of::<FutexWait>() == 40);
 
-pub const IO_HIST_BUCKETS: usize = 32;
-
 /// Per block device (`dev_t` as the kernel encodes it: major << 20 | minor).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -306,6 +325,16 @@ pub struct IoKey {
     pub sector: u64,
 }
 const _: () = assert!(size_of::<IoKey>() == 16);
+
+/// A bio in flight, keyed by (dev, first sector): who submitted it, when.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct BioStart {
+    pub start_ns: u64,
+    pub tgid: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(size_of::<BioStart>() == 16);
 
 /// `oom:mark_victim`, sent through the ring buffer. Victim and trigger are
 /// kept apart on purpose: the task that ran into the limit is not
@@ -433,7 +462,11 @@ impl Counter {
 /// log2 bucket for a histogram of `n` buckets, the last one open-ended.
 #[inline(always)]
 pub fn log2_bucket(v: u64, n: usize) -> usize {
-    let b = if v == 0 { 0 } else { 63 - v.leading_zeros() as usize };
+    let b = if v == 0 {
+        0
+    } else {
+        63 - v.leading_zeros() as usize
+    };
     if b >= n { n - 1 } else { b }
 }
 
@@ -448,4 +481,5 @@ mod pod {
     unsafe impl aya::Pod for IoKey {}
     unsafe impl aya::Pod for OomEvent {}
     unsafe impl aya::Pod for FaultBatch {}
+    unsafe impl aya::Pod for BioStart {}
 }

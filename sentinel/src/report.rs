@@ -66,6 +66,31 @@ pub struct ProcessReport {
     /// Block writes issued in this process's own context (direct I/O and
     /// writeback it ran itself, e.g. under fsync).
     pub blk_write_bytes: u64,
+    pub io_latency: IoLatency,
+}
+
+/// Latency of the block I/O a process (or cgroup) submitted, from bio
+/// submission to completion, queueing included.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct IoLatency {
+    pub completed: u64,
+    pub avg_us: Option<f64>,
+    /// Completions per log2(ns) bucket (index i: [2^i, 2^(i+1)) ns).
+    pub hist: Vec<u64>,
+}
+
+impl IoLatency {
+    pub fn new(completed: u64, total_ns: u64, hist: impl Iterator<Item = u64>) -> IoLatency {
+        IoLatency {
+            completed,
+            avg_us: (completed > 0).then(|| total_ns as f64 / completed as f64 / 1e3),
+            hist: if completed > 0 {
+                hist.collect()
+            } else {
+                Vec::new()
+            },
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -92,6 +117,7 @@ pub struct CgroupReport {
     pub direct_write_bytes: u64,
     pub futex_waits: u64,
     pub exited_processes: u64,
+    pub io_latency: IoLatency,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -196,6 +196,11 @@ fn cgroup_totals(s: &Sample) -> HashMap<u64, CgroupStats> {
         c.write_ops += p.write_ops;
         c.direct_write_bytes += p.direct_write_bytes;
         c.dirtied_bytes += p.dirtied_bytes;
+        c.io_done += p.io_done;
+        c.io_lat_ns += p.io_lat_ns;
+        for (h, v) in c.io_lat_hist.iter_mut().zip(p.io_lat_hist.iter()) {
+            *h += v;
+        }
     }
     t
 }
@@ -214,6 +219,9 @@ fn cgroup_delta(a: Option<&CgroupStats>, b: &CgroupStats) -> CgroupStats {
         direct_write_bytes: b.direct_write_bytes.saturating_sub(a.direct_write_bytes),
         dirtied_bytes: b.dirtied_bytes.saturating_sub(a.dirtied_bytes),
         exited: b.exited.saturating_sub(a.exited),
+        io_done: b.io_done.saturating_sub(a.io_done),
+        io_lat_ns: b.io_lat_ns.saturating_sub(a.io_lat_ns),
+        io_lat_hist: std::array::from_fn(|i| b.io_lat_hist[i].saturating_sub(a.io_lat_hist[i])),
     }
 }
 
@@ -232,7 +240,12 @@ fn proc_delta(a: Option<&ProcStats>, b: &ProcStats) -> ProcStats {
         d.write_ops = b.write_ops.saturating_sub(a.write_ops);
         d.direct_write_bytes = b.direct_write_bytes.saturating_sub(a.direct_write_bytes);
         d.dirtied_bytes = b.dirtied_bytes.saturating_sub(a.dirtied_bytes);
+        d.io_done = b.io_done.saturating_sub(a.io_done);
+        d.io_lat_ns = b.io_lat_ns.saturating_sub(a.io_lat_ns);
         for (h, ha) in d.futex_hist.iter_mut().zip(a.futex_hist.iter()) {
+            *h = h.saturating_sub(*ha);
+        }
+        for (h, ha) in d.io_lat_hist.iter_mut().zip(a.io_lat_hist.iter()) {
             *h = h.saturating_sub(*ha);
         }
     }
@@ -400,6 +413,11 @@ fn build(
             dirtied_bytes: d.dirtied_bytes,
             direct_write_bytes: d.direct_write_bytes,
             blk_write_bytes: d.blk_write_bytes,
+            io_latency: IoLatency::new(
+                d.io_done,
+                d.io_lat_ns,
+                d.io_lat_hist.iter().map(|&v| v as u64),
+            ),
         });
     }
     processes.sort_by(|a, b| b.rss_bytes.cmp(&a.rss_bytes).then(a.pid.cmp(&b.pid)));
@@ -435,6 +453,11 @@ fn build(
             direct_write_bytes: d.direct_write_bytes,
             futex_waits: d.futex_waits,
             exited_processes: d.exited,
+            io_latency: IoLatency::new(
+                d.io_done,
+                d.io_lat_ns,
+                d.io_lat_hist.iter().map(|&v| v as u64),
+            ),
         });
     }
     cgroups.sort_by(|a, b| (b.write_bytes + b.page_faults).cmp(&(a.write_bytes + a.page_faults)));

@@ -10,21 +10,28 @@ use aya_ebpf::{
     bindings::{BPF_ANY, BPF_NOEXIST},
     helpers::bpf_ktime_get_ns,
     macros::{map, tracepoint},
-    maps::HashMap,
+    maps::{HashMap, LruHashMap},
     programs::TracePointContext,
 };
 use sentinel_common::{
-    Counter, DevStats, IO_HIST_BUCKETS, IoKey, MAX_DEVICES, MAX_IO_INFLIGHT, log2_bucket,
+    BioStart, Counter, DevStats, IO_HIST_BUCKETS, IoKey, MAX_DEVICES, MAX_IO_INFLIGHT, log2_bucket,
 };
 
 use crate::{
     config,
-    maps::DIO_BUDGET,
-    util::{add, count, ctx_small, current_ids, current_proc_refresh, field_u32, field_u64},
+    maps::{DIO_BUDGET, PROCS},
+    util::{add, add32, count, ctx_small, current_ids, current_proc_refresh, field_u32, field_u64},
 };
 
 #[map(name = "DEVICES")]
 static DEVICES: HashMap<u32, DevStats> = HashMap::with_max_entries(MAX_DEVICES, 0);
+
+/// Bios in flight: (dev, first sector) -> submitter and time. A bio merged
+/// into a request that started at another sector never sees its own
+/// completion here, so this is an LRU map: such entries age out instead of
+/// filling it.
+#[map(name = "BIO_INFLIGHT")]
+static BIO_INFLIGHT: LruHashMap<IoKey, BioStart> = LruHashMap::with_max_entries(MAX_IO_INFLIGHT, 0);
 
 /// (dev, sector) -> issue time, for latency.
 #[map(name = "IO_INFLIGHT")]
@@ -117,6 +124,22 @@ pub fn block_bio_queue_tp(ctx: TracePointContext) -> u32 {
     };
     let bytes = (sectors as u64) << 9;
     let (tgid, tid) = current_ids();
+    if let (Some(dev), Some(sector)) = (field_u32(raw, c.bio_dev), field_u64(raw, c.bio_sector)) {
+        let start = BioStart {
+            start_ns: unsafe { bpf_ktime_get_ns() },
+            tgid,
+            _pad: 0,
+        };
+        let _ = BIO_INFLIGHT.insert(
+            IoKey {
+                dev,
+                _pad: 0,
+                sector,
+            },
+            start,
+            BPF_ANY as u64,
+        );
+    }
     let Some(p) = current_proc_refresh(tgid) else {
         return 0;
     };
@@ -153,18 +176,33 @@ pub fn block_rq_complete_tp(ctx: TracePointContext) -> u32 {
         _pad: 0,
         sector,
     };
-    let Some(start) = (unsafe { IO_INFLIGHT.get(&key) }).copied() else {
-        return 0;
-    };
-    let _ = IO_INFLIGHT.remove(&key);
-    let lat = unsafe { bpf_ktime_get_ns() }.saturating_sub(start);
-    if let Some(d) = device(dev) {
-        unsafe {
-            add(&raw mut (*d).lat_ns_total, lat);
-            add(&raw mut (*d).completed, 1);
-            let b = log2_bucket(lat, IO_HIST_BUCKETS);
-            if b < IO_HIST_BUCKETS {
-                add(&raw mut (*d).lat_hist[b], 1);
+    let now = unsafe { bpf_ktime_get_ns() };
+    if let Some(start) = (unsafe { IO_INFLIGHT.get(&key) }).copied() {
+        let _ = IO_INFLIGHT.remove(&key);
+        let lat = now.saturating_sub(start);
+        if let Some(d) = device(dev) {
+            unsafe {
+                add(&raw mut (*d).lat_ns_total, lat);
+                add(&raw mut (*d).completed, 1);
+                let b = log2_bucket(lat, IO_HIST_BUCKETS);
+                if b < IO_HIST_BUCKETS {
+                    add(&raw mut (*d).lat_hist[b], 1);
+                }
+            }
+        }
+    }
+    // The submitter's view: from its bio to completion, queueing included.
+    if let Some(b) = (unsafe { BIO_INFLIGHT.get(&key) }).copied() {
+        let _ = BIO_INFLIGHT.remove(&key);
+        if let Some(p) = PROCS.get_ptr_mut(b.tgid) {
+            let lat = now.saturating_sub(b.start_ns);
+            unsafe {
+                add(&raw mut (*p).io_done, 1);
+                add(&raw mut (*p).io_lat_ns, lat);
+                let i = log2_bucket(lat, IO_HIST_BUCKETS);
+                if i < IO_HIST_BUCKETS {
+                    add32(&raw mut (*p).io_lat_hist[i], 1);
+                }
             }
         }
     }

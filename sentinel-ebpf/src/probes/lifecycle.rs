@@ -5,13 +5,13 @@ use aya_ebpf::{
     EbpfContext, bindings::BPF_NOEXIST, helpers::bpf_get_current_comm, macros::tracepoint,
     programs::TracePointContext,
 };
-use sentinel_common::{CgroupStats, Counter};
+use sentinel_common::{CgroupStats, Counter, IO_HIST_BUCKETS};
 
 use crate::{
     config,
     maps::{CGROUPS, DIO_BUDGET, PROCS},
     probes::{faults::flush_exiting, futex::forget_thread, rss::forget_mm},
-    util::{add, count, ctx_small, current_ids, current_proc_refresh},
+    util::{add, add32, count, ctx_small, current_ids, current_proc_refresh},
 };
 
 #[tracepoint(category = "sched", name = "sched_process_exec")]
@@ -69,6 +69,13 @@ pub fn process_exit_tp(ctx: TracePointContext) -> u32 {
             add(&raw mut (*c).direct_write_bytes, (*p).direct_write_bytes);
             add(&raw mut (*c).dirtied_bytes, (*p).dirtied_bytes);
             add(&raw mut (*c).exited, 1);
+            add(&raw mut (*c).io_done, (*p).io_done);
+            add(&raw mut (*c).io_lat_ns, (*p).io_lat_ns);
+            let mut i = 0;
+            while i < IO_HIST_BUCKETS {
+                add32(&raw mut (*c).io_lat_hist[i], (*p).io_lat_hist[i]);
+                i += 1;
+            }
         }
     }
     forget_mm(unsafe { (*p).mm_key });

@@ -43,6 +43,8 @@ pub fn configure(cx: &mut Configurator) {
         Ok(())
     });
     cx.tracepoint("block", "block_bio_queue", |f, c| {
+        c.bio_dev = need_field(f, "dev", &[4])?;
+        c.bio_sector = need_field(f, "sector", &[8])?;
         c.bio_nr_sector = need_field(f, "nr_sector", &[4])?;
         c.bio_rwbs = need_field(f, "rwbs", &[8, 10])?;
         Ok(())

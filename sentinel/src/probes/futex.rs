@@ -17,8 +17,20 @@ pub const SPEC: ProbeSpec = ProbeSpec {
         program_type: "tracepoint",
         degraded: None,
         progs: &[
-            ProgSpec { program: "futex_enter_tp", category: "syscalls", name: "sys_enter_futex", btf: false, need: Need::Required },
-            ProgSpec { program: EXIT, category: "syscalls", name: "sys_exit_futex", btf: false, need: Need::Required },
+            ProgSpec {
+                program: "futex_enter_tp",
+                category: "syscalls",
+                name: "sys_enter_futex",
+                btf: false,
+                need: Need::Required,
+            },
+            ProgSpec {
+                program: EXIT,
+                category: "syscalls",
+                name: "sys_exit_futex",
+                btf: false,
+                need: Need::Required,
+            },
             ProgSpec {
                 program: "futex2_wait_enter_tp",
                 category: "syscalls",
@@ -26,7 +38,13 @@ pub const SPEC: ProbeSpec = ProbeSpec {
                 btf: false,
                 need: Need::IfPresent,
             },
-            ProgSpec { program: EXIT, category: "syscalls", name: "sys_exit_futex_wait", btf: false, need: Need::IfPresent },
+            ProgSpec {
+                program: EXIT,
+                category: "syscalls",
+                name: "sys_exit_futex_wait",
+                btf: false,
+                need: Need::IfPresent,
+            },
             ProgSpec {
                 program: "futex_waitv_enter_tp",
                 category: "syscalls",
@@ -34,7 +52,13 @@ pub const SPEC: ProbeSpec = ProbeSpec {
                 btf: false,
                 need: Need::IfPresent,
             },
-            ProgSpec { program: EXIT, category: "syscalls", name: "sys_exit_futex_waitv", btf: false, need: Need::IfPresent },
+            ProgSpec {
+                program: EXIT,
+                category: "syscalls",
+                name: "sys_exit_futex_waitv",
+                btf: false,
+                need: Need::IfPresent,
+            },
         ],
     }],
     fallback: None,
@@ -81,7 +105,10 @@ pub struct ProcWait {
 pub fn parse_syscall_line(line: &str) -> Option<ProcWait> {
     let mut it = line.split_whitespace();
     let nr: u64 = it.next()?.parse().ok()?;
-    let mut arg = || it.next().and_then(|a| u64::from_str_radix(a.trim_start_matches("0x"), 16).ok());
+    let mut arg = || {
+        it.next()
+            .and_then(|a| u64::from_str_radix(a.trim_start_matches("0x"), 16).ok())
+    };
     let a1 = arg()?;
     let a2 = arg()?;
     match nr {
@@ -90,20 +117,30 @@ pub fn parse_syscall_line(line: &str) -> Option<ProcWait> {
             futex_op::is_wait(cmd).then_some(ProcWait { uaddr: a1, op: cmd })
         }
         // futex_waitv(waiters, ...): the first waiter's uaddr is read later.
-        nr::FUTEX_WAITV => Some(ProcWait { uaddr: a1, op: futex_op::WAITV }),
-        nr::FUTEX_WAIT => Some(ProcWait { uaddr: a1, op: futex_op::WAIT2 }),
+        nr::FUTEX_WAITV => Some(ProcWait {
+            uaddr: a1,
+            op: futex_op::WAITV,
+        }),
+        nr::FUTEX_WAIT => Some(ProcWait {
+            uaddr: a1,
+            op: futex_op::WAIT2,
+        }),
         _ => None,
     }
 }
 
 fn read_u64_at(mem: &fs::File, addr: u64) -> Option<u64> {
     let mut b = [0u8; 8];
-    mem.read_exact_at(&mut b, addr).ok().map(|_| u64::from_le_bytes(b))
+    mem.read_exact_at(&mut b, addr)
+        .ok()
+        .map(|_| u64::from_le_bytes(b))
 }
 
 fn read_u32_at(mem: &fs::File, addr: u64) -> Option<u32> {
     let mut b = [0u8; 4];
-    mem.read_exact_at(&mut b, addr).ok().map(|_| u32::from_le_bytes(b))
+    mem.read_exact_at(&mut b, addr)
+        .ok()
+        .map(|_| u32::from_le_bytes(b))
 }
 
 /// Adds every thread currently blocked in a futex wait to the in-flight
@@ -112,15 +149,27 @@ fn read_u32_at(mem: &fs::File, addr: u64) -> Option<u32> {
 /// threads were seeded. Entries the probe already has are left alone.
 pub fn seed_blocked(waits: &mut BpfHashMap<&mut MapData, u32, FutexWait>, now_ns: u64) -> usize {
     let mut seeded = 0;
-    let Ok(procs) = fs::read_dir("/proc") else { return 0 };
+    let Ok(procs) = fs::read_dir("/proc") else {
+        return 0;
+    };
     for p in procs.flatten() {
-        let Some(tgid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
-        let Ok(tasks) = fs::read_dir(p.path().join("task")) else { continue };
+        let Some(tgid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(tasks) = fs::read_dir(p.path().join("task")) else {
+            continue;
+        };
         let mut mem: Option<Option<fs::File>> = None;
         for t in tasks.flatten() {
-            let Some(tid) = t.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
-            let Ok(line) = fs::read_to_string(t.path().join("syscall")) else { continue };
-            let Some(w) = parse_syscall_line(&line) else { continue };
+            let Some(tid) = t.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+                continue;
+            };
+            let Ok(line) = fs::read_to_string(t.path().join("syscall")) else {
+                continue;
+            };
+            let Some(w) = parse_syscall_line(&line) else {
+                continue;
+            };
             if waits.get(&tid, 0).is_ok() {
                 continue;
             }
@@ -141,7 +190,11 @@ pub fn seed_blocked(waits: &mut BpfHashMap<&mut MapData, u32, FutexWait>, now_ns
                     entry.uaddr = read_u64_at(mem, w.uaddr + 8).unwrap_or(0);
                 } else {
                     let pi = futex_op::is_pi(w.op);
-                    let at = if pi { w.uaddr } else { w.uaddr + futex_op::GLIBC_OWNER_OFFSET };
+                    let at = if pi {
+                        w.uaddr
+                    } else {
+                        w.uaddr + futex_op::GLIBC_OWNER_OFFSET
+                    };
                     if let Some(v) = read_u32_at(mem, at) {
                         entry.owner_tid = v & futex_op::TID_MASK;
                         entry.flags |= if pi { WAIT_OWNER_PI } else { WAIT_OWNER_READ };
@@ -154,7 +207,9 @@ pub fn seed_blocked(waits: &mut BpfHashMap<&mut MapData, u32, FutexWait>, now_ns
             }
             // The thread may have woken between the read and the insert; its
             // exit then went unseen, so drop an entry that is no longer true.
-            let still = fs::read_to_string(t.path().join("syscall")).ok().and_then(|l| parse_syscall_line(&l));
+            let still = fs::read_to_string(t.path().join("syscall"))
+                .ok()
+                .and_then(|l| parse_syscall_line(&l));
             if still != Some(w) {
                 let _ = waits.remove(&tid);
                 continue;
@@ -175,20 +230,32 @@ mod tests {
         // FUTEX_WAIT_PRIVATE (0x80) on a glibc mutex.
         assert_eq!(
             parse_syscall_line("202 0x55d0c0a0 0x80 0x2 0x0 0x0 0x0 0x7ffd 0x7f00\n"),
-            Some(ProcWait { uaddr: 0x55d0c0a0, op: futex_op::WAIT })
+            Some(ProcWait {
+                uaddr: 0x55d0c0a0,
+                op: futex_op::WAIT
+            })
         );
         // FUTEX_WAIT_BITSET | PRIVATE | CLOCK_REALTIME.
         assert_eq!(
             parse_syscall_line("202 0x10 0x189 0x0 0x0 0x0 0xffffffff 0x1 0x2"),
-            Some(ProcWait { uaddr: 0x10, op: futex_op::WAIT_BITSET })
+            Some(ProcWait {
+                uaddr: 0x10,
+                op: futex_op::WAIT_BITSET
+            })
         );
         // FUTEX_WAKE is not a wait.
-        assert_eq!(parse_syscall_line("202 0x10 0x81 0x1 0x0 0x0 0x0 0x1 0x2"), None);
+        assert_eq!(
+            parse_syscall_line("202 0x10 0x81 0x1 0x0 0x0 0x0 0x1 0x2"),
+            None
+        );
         assert_eq!(parse_syscall_line("running"), None);
         assert_eq!(parse_syscall_line("0 0x3 0x7f 0x400 0 0 0 0x1 0x2"), None);
         assert_eq!(
             parse_syscall_line("449 0x7000 0x2 0x0 0x0 0x1 0x0 0x1 0x2"),
-            Some(ProcWait { uaddr: 0x7000, op: futex_op::WAITV })
+            Some(ProcWait {
+                uaddr: 0x7000,
+                op: futex_op::WAITV
+            })
         );
     }
 }
