@@ -88,26 +88,12 @@ impl Resolver {
         let Some(root) = self.root.clone() else {
             return;
         };
-        let mut stack = vec![(root.clone(), String::from("/"))];
-        while let Some((dir, rel)) = stack.pop() {
-            if let Ok(md) = fs::metadata(&dir) {
-                self.by_id.insert(md.ino(), rel.clone());
+        let by_id = &mut self.by_id;
+        walk(&root, |dir, rel| {
+            if let Ok(md) = fs::metadata(dir) {
+                by_id.insert(md.ino(), rel.to_string());
             }
-            let Ok(entries) = fs::read_dir(&dir) else {
-                continue;
-            };
-            for e in entries.flatten() {
-                if e.file_type().is_ok_and(|t| t.is_dir()) {
-                    let name = e.file_name().to_string_lossy().into_owned();
-                    let child = if rel == "/" {
-                        format!("/{name}")
-                    } else {
-                        format!("{rel}/{name}")
-                    };
-                    stack.push((e.path(), child));
-                }
-            }
-        }
+        });
     }
 
     /// The path of a cgroup id, rescanning once on a miss (a new cgroup).
@@ -135,21 +121,11 @@ impl Resolver {
             return Vec::new();
         };
         let mut out = Vec::new();
-        let mut stack = vec![root.join(rel.trim_start_matches('/'))];
-        while let Some(dir) = stack.pop() {
+        walk(&root.join(rel.trim_start_matches('/')), |dir, _| {
             if let Ok(text) = fs::read_to_string(dir.join("cgroup.procs")) {
                 out.extend(text.lines().filter_map(|l| l.trim().parse::<u32>().ok()));
             }
-            let Ok(entries) = fs::read_dir(&dir) else {
-                continue;
-            };
-            stack.extend(
-                entries
-                    .flatten()
-                    .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-                    .map(|e| e.path()),
-            );
-        }
+        });
         out
     }
 
@@ -207,9 +183,18 @@ pub struct MemCounters {
 /// memory root.
 pub fn memory_counters(root: &Path, v1: bool) -> HashMap<String, MemCounters> {
     let mut out = HashMap::new();
+    walk(root, |dir, rel| {
+        out.insert(rel.to_string(), read_mem_counters(dir, v1));
+    });
+    out
+}
+
+/// Visits every cgroup directory under `root` with its path relative to
+/// it ("/" for the root itself).
+fn walk(root: &Path, mut visit: impl FnMut(&Path, &str)) {
     let mut stack = vec![(root.to_path_buf(), String::from("/"))];
     while let Some((dir, rel)) = stack.pop() {
-        out.insert(rel.clone(), read_mem_counters(&dir, v1));
+        visit(&dir, &rel);
         let Ok(entries) = fs::read_dir(&dir) else {
             continue;
         };
@@ -225,7 +210,6 @@ pub fn memory_counters(root: &Path, v1: bool) -> HashMap<String, MemCounters> {
             }
         }
     }
-    out
 }
 
 fn read_u64(p: &Path) -> Option<u64> {

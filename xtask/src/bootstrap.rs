@@ -11,9 +11,9 @@ use crate::cmd::{self, find_program, is_root};
 /// Debian's rustc ships a precompiled `core` for the BPF target, which
 /// spares us `-Z build-std` and the `rust-src` component rustup cannot fetch
 /// on these machines.
-const DEBIAN_RUSTC: &str = "/usr/bin/rustc";
+pub const DEBIAN_RUSTC: &str = "/usr/bin/rustc";
 const DEBIAN_BPF_CORE: &str = "/usr/lib/rustlib/bpfel-unknown-none/lib";
-const RUST_PACKAGES: &[&str] = &["rustc-web", "cargo-web", "libstd-rust-web-dev-bpf"];
+const RUST_PACKAGES: &[&str] = &["rustc-web", "libstd-rust-web-dev-bpf"];
 
 /// What bpf-linker links against: it is built from source against LLVM 22.
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
@@ -89,6 +89,7 @@ pub fn bootstrap(need: Need) -> Result<Toolchain> {
         cmd::run(apt().arg("update"))?;
         cmd::run(
             apt()
+                .args(["-o", "DPkg::Lock::Timeout=600"])
                 .args(["install", "-y", "--no-install-recommends"])
                 .args(&packages),
         )?;
@@ -188,6 +189,11 @@ fn install_bpf_linker() -> Command {
         .env("LLVM_SYS_221_PREFIX", LLVM_PREFIX)
         .args(["install", "--locked", BPF_LINKER])
         .args(["--no-default-features", "--features", "llvm-22"]);
+    // Where find_program looks afterwards, whatever CARGO_INSTALL_ROOT or
+    // install.root say.
+    if let Some(home) = cmd::cargo_bin_dir().as_deref().and_then(Path::parent) {
+        install.arg("--root").arg(home);
+    }
     install
 }
 

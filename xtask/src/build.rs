@@ -6,7 +6,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
-use crate::bootstrap::{EbpfRust, Toolchain};
+use crate::bootstrap::{DEBIAN_RUSTC, EbpfRust, Toolchain};
 use crate::cmd::{self, repo_root, target_dir};
 
 const BPF_TARGET: &str = "bpfel-unknown-none";
@@ -80,7 +80,7 @@ fn build_ebpf(tc: &Toolchain, root: &Path) -> Result<PathBuf> {
             let mut c = cmd::cargo();
             // The precompiled rlibs only load into the rustc that built them;
             // RUSTC_BOOTSTRAP because aya-ebpf uses asm_experimental_arch.
-            c.env("RUSTC", "/usr/bin/rustc")
+            c.env("RUSTC", DEBIAN_RUSTC)
                 .env("RUSTC_BOOTSTRAP", "1")
                 .arg("build");
             c
@@ -98,6 +98,16 @@ fn build_ebpf(tc: &Toolchain, root: &Path) -> Result<PathBuf> {
             c
         }
     };
+    // Host-side settings from the environment must not reach the BPF target.
+    for var in [
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "RUSTC_WRAPPER",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "CARGO_BUILD_TARGET",
+    ] {
+        build.env_remove(var);
+    }
     build
         .current_dir(&crate_dir)
         .env("CARGO_TARGET_BPFEL_UNKNOWN_NONE_LINKER", &tc.bpf_linker)

@@ -11,7 +11,12 @@ use anyhow::{Context, Result, bail};
 /// The workspace root. Taken from the compile-time manifest path rather than
 /// the current directory so `cargo xtask` works from any subdirectory.
 pub fn repo_root() -> Result<PathBuf> {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    // Runtime first: `cargo run` sets it for the tree being run, while the
+    // compile-time value is stale in a copy whose target/ came along.
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    manifest
         .parent()
         .map(Path::to_path_buf)
         .context("xtask's manifest directory has no parent (expected <repo>/xtask)")
