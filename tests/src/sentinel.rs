@@ -61,6 +61,12 @@ impl Snapshot {
     /// Spawns `sentinel snapshot --json --duration <d> <filter...>` and
     /// waits until it prints its ready line.
     pub fn start(filter: &[&str], duration: Duration) -> Result<Self> {
+        Self::start_env(filter, duration, &[])
+    }
+
+    /// As [`Snapshot::start`], with extra environment for sentinel (its
+    /// test-only switches).
+    pub fn start_env(filter: &[&str], duration: Duration, env: &[(&str, &str)]) -> Result<Self> {
         let bin = sentinel_bin()?;
         let secs = duration.as_secs().max(1);
         let mut args: Vec<String> = vec![
@@ -70,9 +76,11 @@ impl Snapshot {
             format!("{secs}s"),
         ];
         args.extend(filter.iter().map(|s| s.to_string()));
-        let command = format!("{} {}", bin.display(), args.join(" "));
+        let env_words: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v} ")).collect();
+        let command = format!("{}{} {}", env_words.concat(), bin.display(), args.join(" "));
         let mut child = Command::new(&bin)
             .args(&args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

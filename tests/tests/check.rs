@@ -147,6 +147,42 @@ fn check_without_rss_stat_is_degraded() -> Result<()> {
     })
 }
 
+/// With BTF tracepoints switched off, every probe still works through
+/// classic tracepoints (what a kernel without tp_btf gets): all attach with
+/// program type "tracepoint", except `writes`, which then cannot see folio
+/// sizes and says so (degraded).
+#[test]
+fn check_without_btf_tracepoints_uses_classic_ones() -> Result<()> {
+    let _serial = serial();
+    require_root!();
+    let out = run_check(&["--json"], |c| {
+        c.env("SENTINEL_TEST_DISABLE_PROGRAM_TYPES", "tp_btf");
+    })?;
+    let report = out.json()?;
+    ensure!(
+        out.code() == Some(0),
+        "expected exit 0 with tp_btf disabled (classic tracepoints remain), got {}",
+        out.describe()
+    );
+    check_statuses(&report, "tp_btf disabled", |name| {
+        if name == "writes" {
+            &["degraded"]
+        } else {
+            &["attached"]
+        }
+    })?;
+    for p in &report.probes {
+        ensure!(
+            p.program_type.as_deref() == Some("tracepoint"),
+            "expected probe {} on a classic tracepoint with tp_btf disabled, got program_type {:?}; {}",
+            p.name,
+            p.program_type,
+            out.describe()
+        );
+    }
+    Ok(())
+}
+
 /// Without block:block_rq_issue the block probe is unsupported: check
 /// fails, the other probes still attach.
 #[test]

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use anyhow::{Result, ensure};
+use sentinel_tests::report::find_probe;
 use sentinel_tests::workload::field;
 use sentinel_tests::{
     MIB, Snapshot, TestCgroup, Workload, brief, pct, require_root, serial, vm_rss_bytes,
@@ -11,16 +12,29 @@ use sentinel_tests::{
 
 const WORK_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// Makes sentinel skip BTF tracepoints, so the classic-tracepoint fallbacks
+/// that kernels without them use are measured on this one too.
+const CLASSIC: &[(&str, &str)] = &[("SENTINEL_TEST_DISABLE_PROGRAM_TYPES", "tp_btf")];
+
 /// Touching N fresh anonymous pages once each shows >= 90% of N faults, for
 /// the process and for its cgroup.
 #[test]
 fn anonymous_page_faults_are_counted() -> Result<()> {
+    page_faults_are_counted(&[])
+}
+
+#[test]
+fn anonymous_page_faults_are_counted_by_classic_tracepoints() -> Result<()> {
+    page_faults_are_counted(CLASSIC)
+}
+
+fn page_faults_are_counted(env: &[(&str, &str)]) -> Result<()> {
     let _serial = serial();
     require_root!();
     let cg = TestCgroup::new("faults")?;
     let mut w = Workload::spawn(workload_bin!(), &["faults", "100"], &cg)?;
     w.expect("ready", WORK_TIMEOUT)?;
-    let mut snap = Snapshot::for_cgroup(&cg, Duration::from_secs(5))?;
+    let mut snap = Snapshot::start_env(&["--cgroup", &cg.path()], Duration::from_secs(5), env)?;
     w.go()?;
     let done = w.expect("done", WORK_TIMEOUT)?;
     snap.ensure_observing("the workload touched its pages")?;
@@ -63,13 +77,22 @@ fn anonymous_page_faults_are_counted() -> Result<()> {
 /// rss_bytes agrees with the process's own VmRSS within 10%.
 #[test]
 fn rss_matches_proc_status() -> Result<()> {
+    rss_matches(&[])
+}
+
+#[test]
+fn rss_from_classic_tracepoint_matches_proc_status() -> Result<()> {
+    rss_matches(CLASSIC)
+}
+
+fn rss_matches(env: &[(&str, &str)]) -> Result<()> {
     let _serial = serial();
     require_root!();
     const HELD_MIB: u64 = 200;
     let cg = TestCgroup::new("rss")?;
     let mut w = Workload::spawn(workload_bin!(), &["rss", &HELD_MIB.to_string()], &cg)?;
     w.expect("ready", WORK_TIMEOUT)?;
-    let mut snap = Snapshot::for_cgroup(&cg, Duration::from_secs(5))?;
+    let mut snap = Snapshot::start_env(&["--cgroup", &cg.path()], Duration::from_secs(5), env)?;
     w.go()?;
     w.expect("done", WORK_TIMEOUT)?;
     snap.ensure_observing("the workload touched its memory")?;
@@ -84,6 +107,21 @@ fn rss_matches_proc_status() -> Result<()> {
     );
 
     let p = report.process(w.pid())?;
+    // The RSS must come from the kernel probe under test, not from the
+    // /proc fallback (which would pass this comparison trivially).
+    let rss = find_probe(&report.probes, "rss")?;
+    let want_type = if env.is_empty() {
+        "tp_btf"
+    } else {
+        "tracepoint"
+    };
+    ensure!(
+        rss.status == "attached" && rss.program_type.as_deref() == Some(want_type),
+        "expected the rss probe attached as {want_type}, got {} ({:?}): {}",
+        rss.status,
+        rss.program_type,
+        rss.detail
+    );
     let diff = p.rss_bytes.abs_diff(vm_rss);
     ensure!(
         diff * 10 <= vm_rss,

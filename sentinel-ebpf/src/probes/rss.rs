@@ -60,15 +60,13 @@ fn store(mm_key: u64, curr: bool, m: usize, bytes: i64) {
             None => return,
         }
     };
-    // Constant indices: the verifier loses the bound of a computed one.
+    // The mask must survive into the object: LLVM drops a mask it can
+    // prove redundant, and the verifier (which cannot) then rejects the
+    // index as unbounded. `black_box` makes it opaque to LLVM.
+    let m = core::hint::black_box(m) & (RSS_MEMBERS - 1);
     unsafe {
-        match m {
-            0 => (*p).rss[0] = bytes,
-            1 => (*p).rss[1] = bytes,
-            2 => (*p).rss[2] = bytes,
-            _ => (*p).rss[3] = bytes,
-        }
-        (*p).rss_known |= 1 << (m & 3);
+        (*p).rss[m] = bytes;
+        (*p).rss_known |= 1 << m;
     }
 }
 
@@ -105,14 +103,8 @@ pub fn rss_stat_btf(ctx: BtfTracePointContext) -> i32 {
     let Some(cache) = RSS_CACHE.get_ptr_mut(0) else {
         return 0;
     };
-    let cached = unsafe {
-        match m {
-            0 => &raw mut (*cache).pages[0],
-            1 => &raw mut (*cache).pages[1],
-            2 => &raw mut (*cache).pages[2],
-            _ => &raw mut (*cache).pages[3],
-        }
-    };
+    let m = core::hint::black_box(m) & (RSS_MEMBERS - 1);
+    let cached = unsafe { &raw mut (*cache).pages[m] };
     unsafe {
         if (*cache).mm == mm as u64 && (*cached - pages).abs() < RSS_GRANULE_PAGES {
             return 0;

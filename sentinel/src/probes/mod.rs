@@ -204,7 +204,13 @@ pub struct Attacher<'a> {
     kernel_btf_err: Option<String>,
     loaded: HashSet<&'static str>,
     failed_load: HashMap<&'static str, String>,
+    disabled_types: Vec<String>,
 }
+
+/// Test-only switch: program types listed here (e.g. `tp_btf`) are skipped,
+/// so the fallbacks a kernel without them would use can be tested on one
+/// that has them.
+pub const DISABLE_TYPES_ENV: &str = "SENTINEL_TEST_DISABLE_PROGRAM_TYPES";
 
 impl<'a> Attacher<'a> {
     pub fn new(
@@ -224,6 +230,9 @@ impl<'a> Attacher<'a> {
             kernel_btf_err,
             loaded: HashSet::new(),
             failed_load: HashMap::new(),
+            disabled_types: std::env::var(DISABLE_TYPES_ENV)
+                .map(|v| v.split(',').map(|t| t.trim().to_string()).collect())
+                .unwrap_or_default(),
         }
     }
 
@@ -235,6 +244,17 @@ impl<'a> Attacher<'a> {
         let mut reasons = Vec::new();
         let mut any_present = false;
         for variant in spec.variants {
+            if self
+                .disabled_types
+                .iter()
+                .any(|t| t == variant.program_type)
+            {
+                reasons.push(format!(
+                    "{}: disabled by {DISABLE_TYPES_ENV}",
+                    variant.program_type
+                ));
+                continue;
+            }
             match self.try_variant(variant) {
                 Ok(notes) => {
                     let mut detail: Vec<String> =
