@@ -115,6 +115,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 Some(c) => Some(Resolver::new(&Mounts::discover()).normalize(&c)?),
                 None => None,
             };
+            if let Some(pid) = pid {
+                if !sentinel::procfs::alive(std::path::Path::new("/proc"), pid) {
+                    anyhow::bail!("--pid {pid}: no such process (nothing at /proc/{pid})");
+                }
+            }
             let filter = Filter { pid, cgroup };
             let mut s = match Sentinel::load() {
                 Ok(s) => s,
