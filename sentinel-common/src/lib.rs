@@ -15,7 +15,6 @@ pub const MAX_FUTEX_WAITS: u32 = 16384;
 pub const MAX_STACKS: u32 = 4096;
 pub const MAX_DEVICES: u32 = 256;
 pub const MAX_IO_INFLIGHT: u32 = 8192;
-pub const MAX_MM: u32 = 16384;
 pub const MAX_DIO_THREADS: u32 = 4096;
 pub const OOM_RINGBUF_BYTES: u32 = 64 * 1024;
 /// Frames kept per user stack.
@@ -31,7 +30,6 @@ pub mod maps {
     pub const IO_INFLIGHT: &str = "IO_INFLIGHT";
     pub const BIO_INFLIGHT: &str = "BIO_INFLIGHT";
     pub const DIO_BUDGET: &str = "DIO_BUDGET";
-    pub const MM_OWNERS: &str = "MM_OWNERS";
     pub const OOM_EVENTS: &str = "OOM_EVENTS";
     pub const COUNTERS: &str = "COUNTERS";
     pub const FAULT_BATCH: &str = "FAULT_BATCH";
@@ -54,7 +52,6 @@ pub const NONE: u32 = u32::MAX;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Config {
     // kmem:rss_stat
-    pub rss_mm_id: u32,
     pub rss_curr: u32,
     pub rss_member: u32,
     pub rss_size: u32,
@@ -80,8 +77,9 @@ pub struct Config {
     pub bio_sector: u32,
     pub bio_nr_sector: u32,
     pub bio_rwbs: u32,
-    // iomap:iomap_dio_rw_begin
+    // iomap:iomap_dio_rw_begin, iomap:iomap_dio_complete
     pub dio_count: u32,
+    pub dio_done_aio: u32,
     // oom:mark_victim
     pub oom_pid: u32,
     pub oom_total_vm: u32,
@@ -103,13 +101,25 @@ pub struct Config {
     pub mm_rss_stat: u32,
     pub pcpu_counter_size: u32,
     pub pcpu_counter_count: u32,
+    /// `mm_struct.owner` (CONFIG_MEMCG) and `task_struct.tgid`: whose RSS
+    /// an update from another context (reclaim, swap-out) changes.
+    pub mm_owner: u32,
+    pub task_tgid: u32,
+    /// RSS writes skip changes smaller than this many pages (1 MiB).
+    pub rss_granule_pages: u32,
+    /// `task_struct.flags`: events of an exiting task must not re-create
+    /// the entry its exit just removed.
+    pub task_flags: u32,
+    /// `task_struct.signal` and `signal_struct.live`: "last thread out"
+    /// on kernels whose exit tracepoint has no `group_dead`.
+    pub task_signal: u32,
+    pub signal_live: u32,
 }
-const _: () = assert!(size_of::<Config>() == 38 * 4);
+const _: () = assert!(size_of::<Config>() == 44 * 4);
 
 impl Config {
     pub const fn unset() -> Self {
         Config {
-            rss_mm_id: NONE,
             rss_curr: NONE,
             rss_member: NONE,
             rss_size: NONE,
@@ -130,6 +140,7 @@ impl Config {
             bio_nr_sector: NONE,
             bio_rwbs: NONE,
             dio_count: NONE,
+            dio_done_aio: NONE,
             oom_pid: NONE,
             oom_total_vm: NONE,
             oom_anon_rss: NONE,
@@ -147,6 +158,12 @@ impl Config {
             mm_rss_stat: NONE,
             pcpu_counter_size: NONE,
             pcpu_counter_count: NONE,
+            mm_owner: NONE,
+            task_tgid: NONE,
+            rss_granule_pages: 256,
+            task_flags: NONE,
+            task_signal: NONE,
+            signal_live: NONE,
         }
     }
 }
@@ -177,9 +194,9 @@ pub struct ProcStats {
     pub rss: [i64; RSS_MEMBERS],
     pub rss_known: u32,
     pub _pad: u32,
-    /// This process's key in `MM_OWNERS` (the mm pointer, or the hashed mm
-    /// id of the classic tracepoint), to remove it at exit.
-    pub mm_key: u64,
+    /// `bpf_ktime_get_ns` when the entry was created: tells a reused pid
+    /// from the process that had it before.
+    pub created_ns: u64,
     pub futex_waits: u64,
     pub futex_wait_ns: u64,
     pub futex_wait_max_ns: u64,
@@ -223,10 +240,13 @@ const _: () = assert!(size_of::<FaultBatch>() == 8);
 pub const FAULT_BATCH_MAX: u32 = 64;
 
 /// The RSS probe writes a process's RSS to `PROCS` only when a member moved
-/// by at least this many pages since this CPU last wrote it: the value read
-/// is itself approximate (per-CPU counters), and most faults change it by
-/// one page.
-pub const RSS_GRANULE_PAGES: i64 = 256;
+/// by at least this much since this CPU last wrote it: the value read is
+/// itself approximate (per-CPU counters), and most faults change it by one
+/// page. The loader turns it into pages for this machine's page size.
+pub const RSS_GRANULE_BYTES: u64 = 1 << 20;
+
+/// `PF_EXITING` in `task_struct.flags` (stable since 2.6).
+pub const PF_EXITING: u32 = 0x0000_0004;
 
 /// Counters folded in from exited processes, per cgroup v2 id. Live
 /// processes are added by userspace, so a cgroup's total never drops when
@@ -388,16 +408,20 @@ pub enum Counter {
     IoInflightFull = 20,
     DevicesFull = 21,
     RingbufFull = 22,
+    /// Retired (the mm owner table is gone); the slot stays reserved.
     MmFull = 23,
     OwnerReadFail = 24,
     WaitvReadFail = 25,
     DioFull = 26,
     FaultsOrphaned = 27,
+    /// Events of a task already exiting, after its process was folded.
+    LateEvents = 28,
+    BioInflightFull = 29,
 }
 pub const NUM_COUNTERS: u32 = 32;
 
 impl Counter {
-    pub const ALL: [Counter; 24] = [
+    pub const ALL: [Counter; 25] = [
         Counter::Faults,
         Counter::RssStat,
         Counter::FutexEnter,
@@ -417,11 +441,12 @@ impl Counter {
         Counter::IoInflightFull,
         Counter::DevicesFull,
         Counter::RingbufFull,
-        Counter::MmFull,
         Counter::OwnerReadFail,
         Counter::WaitvReadFail,
         Counter::DioFull,
         Counter::FaultsOrphaned,
+        Counter::LateEvents,
+        Counter::BioInflightFull,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -450,6 +475,8 @@ impl Counter {
             Counter::WaitvReadFail => "waitv_read_failed",
             Counter::DioFull => "dio_map_full",
             Counter::FaultsOrphaned => "faults_after_exit",
+            Counter::LateEvents => "events_after_exit",
+            Counter::BioInflightFull => "bio_inflight_full",
         }
     }
 

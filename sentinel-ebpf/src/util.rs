@@ -2,7 +2,10 @@ use core::{ffi::c_void, intrinsics::AtomicOrdering};
 
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
-    helpers::{bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid},
+    helpers::{
+        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
+        bpf_get_current_task_btf, bpf_ktime_get_ns,
+    },
 };
 use sentinel_common::{Counter, NONE, ProcStats, RSS_MEMBERS};
 
@@ -49,7 +52,7 @@ static EMPTY: ProcStats = ProcStats {
     rss: [0; RSS_MEMBERS],
     rss_known: 0,
     _pad: 0,
-    mm_key: 0,
+    created_ns: 0,
     futex_waits: 0,
     futex_wait_ns: 0,
     futex_wait_max_ns: 0,
@@ -88,6 +91,13 @@ pub fn current_proc_refresh(tgid: u32) -> Option<*mut ProcStats> {
 
 #[inline(always)]
 fn create_proc(tgid: u32) -> Option<*mut ProcStats> {
+    // An exiting task still runs code after the exit probe removed its
+    // process (closing files, flushing, releasing its mm): creating the
+    // entry again would leak it, since no exit follows.
+    if current_is_exiting() {
+        count(sentinel_common::Counter::LateEvents);
+        return None;
+    }
     // NOEXIST: another CPU may have created it meanwhile; that is fine.
     if PROCS.insert(tgid, &EMPTY, BPF_NOEXIST as u64).is_err() && PROCS.get_ptr_mut(tgid).is_none()
     {
@@ -97,11 +107,25 @@ fn create_proc(tgid: u32) -> Option<*mut ProcStats> {
     let p = PROCS.get_ptr_mut(tgid)?;
     unsafe {
         (*p).cgroup_id = bpf_get_current_cgroup_id();
+        (*p).created_ns = bpf_ktime_get_ns();
         if let Ok(comm) = bpf_get_current_comm() {
             (*p).comm = comm;
         }
     }
     Some(p)
+}
+
+/// Whether the current task has `PF_EXITING` set (false when BTF gave no
+/// offset for `task_struct.flags`).
+#[inline(always)]
+pub fn current_is_exiting() -> bool {
+    let off = crate::config().task_flags;
+    if off == NONE {
+        return false;
+    }
+    let task = unsafe { bpf_get_current_task_btf() } as *const u8;
+    let flags = unsafe { core::ptr::read_volatile(task.add(off as usize).cast::<u32>()) };
+    flags & sentinel_common::PF_EXITING != 0
 }
 
 /// Tracepoint fields are read with direct context loads (lockdown forbids

@@ -3,13 +3,13 @@
 //! (`bpf_get_current_cgroup_id` = inode of the v2 directory); memory limits
 //! live in whichever hierarchy has the memory controller.
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     fs,
     os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
 };
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow};
 
 #[derive(Debug, Clone)]
 pub struct Mounts {
@@ -67,24 +67,35 @@ impl Mounts {
 }
 
 /// Maps v2 cgroup ids to paths (relative to the v2 mount, "/" for the
-/// root). Rebuilt by walking the tree when an unknown id shows up.
+/// root). The tree is walked again when an id shows up that no walk has
+/// seen (a new cgroup).
 pub struct Resolver {
     root: Option<PathBuf>,
+    /// Every id a walk has found. A removed cgroup keeps its last path: its
+    /// exited members' counters still carry its id.
     by_id: HashMap<u64, String>,
+    /// Ids a walk looked for and did not find: cgroups removed before we
+    /// first saw them. Their ids live on in the folded stats, and looking
+    /// for them again would walk the whole tree for nothing.
+    not_found: HashSet<u64>,
 }
 
 impl Resolver {
     pub fn new(mounts: &Mounts) -> Resolver {
+        Self::with_root(mounts.v2.clone())
+    }
+
+    fn with_root(root: Option<PathBuf>) -> Resolver {
         let mut r = Resolver {
-            root: mounts.v2.clone(),
+            root,
             by_id: HashMap::new(),
+            not_found: HashSet::new(),
         };
         r.rescan();
         r
     }
 
-    pub fn rescan(&mut self) {
-        self.by_id.clear();
+    fn rescan(&mut self) {
         let Some(root) = self.root.clone() else {
             return;
         };
@@ -96,15 +107,20 @@ impl Resolver {
         });
     }
 
-    /// The path of a cgroup id, rescanning once on a miss (a new cgroup).
+    /// The path of a cgroup id. An id no walk has seen triggers one walk;
+    /// if that does not find it either, the id is not looked for again.
     pub fn path(&mut self, id: u64) -> Option<String> {
-        if id == 0 {
+        if id == 0 || self.not_found.contains(&id) {
             return None;
         }
         if !self.by_id.contains_key(&id) {
             self.rescan();
         }
-        self.by_id.get(&id).cloned()
+        let path = self.by_id.get(&id).cloned();
+        if path.is_none() {
+            self.not_found.insert(id);
+        }
+        path
     }
 
     /// The id (inode) of a v2 path.
@@ -130,33 +146,37 @@ impl Resolver {
     }
 
     /// Accepts a v2-relative path (`/app.slice/x`) or an absolute path under
-    /// the v2 mount, and returns the relative form, checking it exists.
+    /// the v2 mount, and returns the relative form, checking it exists and
+    /// stays inside the v2 hierarchy (`/../memory` does not).
     pub fn normalize(&self, user: &str) -> Result<String> {
         let root = self
             .root
             .as_ref()
             .context("no cgroup v2 hierarchy is mounted, so --cgroup cannot be resolved")?;
+        let canon_root = root
+            .canonicalize()
+            .with_context(|| format!("resolving the cgroup v2 mount {}", root.display()))?;
         let rel = match Path::new(user).strip_prefix(root) {
-            Ok(r) => format!("/{}", r.display()),
-            Err(_) => user.to_string(),
+            Ok(r) => r.to_path_buf(),
+            Err(_) => PathBuf::from(user.trim_start_matches('/')),
         };
-        let rel = if rel.starts_with('/') {
-            rel
-        } else {
-            format!("/{rel}")
-        };
-        let trimmed = if rel.len() > 1 {
-            rel.trim_end_matches('/').to_string()
-        } else {
-            rel
-        };
-        if !root.join(trimmed.trim_start_matches('/')).is_dir() {
-            bail!(
-                "cgroup {user} not found: no directory {}",
-                root.join(trimmed.trim_start_matches('/')).display()
-            );
-        }
-        Ok(trimmed)
+        let dir = root.join(&rel);
+        let canon = dir
+            .canonicalize()
+            .ok()
+            .filter(|c| c.is_dir())
+            .ok_or_else(|| anyhow!("cgroup {user} not found: no directory {}", dir.display()))?;
+        let inside = canon.strip_prefix(&canon_root).map_err(|_| {
+            anyhow!(
+                "cgroup {user} is outside the cgroup v2 hierarchy at {} (it resolves to {})",
+                root.display(),
+                canon.display()
+            )
+        })?;
+        let inside = inside
+            .to_str()
+            .with_context(|| format!("cgroup {user}: the path is not valid UTF-8"))?;
+        Ok(format!("/{inside}"))
     }
 }
 
@@ -173,8 +193,10 @@ pub fn within(path: &str, filter: &str) -> bool {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct MemCounters {
     pub oom_kill: u64,
-    /// v1 `memory.failcnt`, v2 `memory.events` `max`: charges that ran into
-    /// the limit.
+    /// v2 `memory.events` `oom`: the limit was reached and reclaim could
+    /// not make room, so the charge was about to fail (`max` would also
+    /// count hits that reclaim resolved). v1 has nothing that precise:
+    /// `memory.failcnt` counts every charge that ran into the limit.
     pub limit_hits: u64,
     pub limit: Option<u64>,
 }
@@ -238,35 +260,45 @@ pub fn read_mem_counters(dir: &Path, v1: bool) -> MemCounters {
             .and_then(|s| s.trim().parse().ok());
         MemCounters {
             oom_kill: keyed(&dir.join("memory.events"), "oom_kill").unwrap_or(0),
-            limit_hits: keyed(&dir.join("memory.events"), "max").unwrap_or(0),
+            limit_hits: keyed(&dir.join("memory.events"), "oom").unwrap_or(0),
             limit,
         }
     }
 }
 
 /// Decides which memory cgroup's limit caused an OOM kill, from counters
-/// before and after: the victim's memcg is the deepest whose `oom_kill`
-/// grew; the limit is the nearest of it and its ancestors that has a limit
-/// and ran into it. `None`: no limit was involved (a global OOM).
+/// before and after it: the victim's memcg is the deepest whose `oom_kill`
+/// grew, preferring one on `victim_path` (the victim's cgroup and its
+/// ancestors) when other kills made other counters grow too; the limit is
+/// the nearest of it and its ancestors that has a limit and ran into it.
+/// `Some((victim, None))`: no limit was involved (a global OOM); `None`:
+/// no `oom_kill` counter grew.
 pub fn oom_limit_cgroup(
     before: &HashMap<String, MemCounters>,
     after: &HashMap<String, MemCounters>,
+    victim_path: Option<&str>,
 ) -> Option<(String, Option<String>)> {
     let grew = |p: &String, f: fn(&MemCounters) -> u64| {
         let b = before.get(p).map(f).unwrap_or(0);
         after.get(p).map(f).unwrap_or(0) > b
     };
-    let victim = after
-        .keys()
-        .filter(|p| grew(p, |c| c.oom_kill))
-        .max_by_key(|p| (p.matches('/').count(), p.len()))?
+    let depth = |p: &&String| (p.matches('/').count(), p.len());
+    let grown: Vec<&String> = after.keys().filter(|p| grew(p, |c| c.oom_kill)).collect();
+    let on_path = |p: &&String| victim_path.is_some_and(|v| within(v, p));
+    let victim = grown
+        .iter()
+        .copied()
+        .filter(on_path)
+        .max_by_key(depth)
+        .or_else(|| grown.iter().copied().max_by_key(depth))?
         .clone();
     let mut cur = Some(victim.clone());
     while let Some(p) = cur {
-        if let Some(c) = after.get(&p) {
-            if p != "/" && c.limit.is_some() && grew(&p, |c| c.limit_hits) {
-                return Some((victim, Some(p)));
-            }
+        if p != "/"
+            && after.get(&p).is_some_and(|c| c.limit.is_some())
+            && grew(&p, |c| c.limit_hits)
+        {
+            return Some((victim, Some(p)));
         }
         cur = parent(&p);
     }
@@ -333,9 +365,108 @@ mod tests {
         after.insert("/job/worker".into(), mc(1, 0, None));
         after.insert("/job".into(), mc(1, 90, Some(64 << 20)));
         assert_eq!(
-            oom_limit_cgroup(&before, &after),
+            oom_limit_cgroup(&before, &after, Some("/job/worker")),
             Some(("/job/worker".into(), Some("/job".into())))
         );
+    }
+
+    #[test]
+    fn prefers_the_victims_own_path_when_two_kills_share_a_reading() {
+        let before: HashMap<String, MemCounters> = [
+            ("/".to_string(), mc(0, 0, None)),
+            ("/a".to_string(), mc(0, 0, Some(64 << 20))),
+            ("/b".to_string(), mc(0, 0, Some(32 << 20))),
+            ("/b/deep".to_string(), mc(0, 0, None)),
+        ]
+        .into();
+        let mut after = before.clone();
+        after.insert("/a".into(), mc(1, 1, Some(64 << 20)));
+        after.insert("/b".into(), mc(1, 1, Some(32 << 20)));
+        after.insert("/b/deep".into(), mc(1, 0, None));
+        assert_eq!(
+            oom_limit_cgroup(&before, &after, Some("/a")),
+            Some(("/a".into(), Some("/a".into()))),
+            "the deeper /b/deep grew too, but the victim is in /a"
+        );
+        assert_eq!(
+            oom_limit_cgroup(&before, &after, Some("/b/deep")),
+            Some(("/b/deep".into(), Some("/b".into())))
+        );
+        // Unknown victim cgroup (already removed): the deepest that grew.
+        assert_eq!(
+            oom_limit_cgroup(&before, &after, None),
+            Some(("/b/deep".into(), Some("/b".into())))
+        );
+    }
+
+    #[test]
+    fn v2_limit_hits_are_oom_events_not_max() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("memory.max"), "67108864\n").unwrap();
+        fs::write(
+            dir.path().join("memory.events"),
+            "low 0\nhigh 0\nmax 812\noom 3\noom_kill 2\noom_group_kill 0\n",
+        )
+        .unwrap();
+        assert_eq!(
+            read_mem_counters(dir.path(), false),
+            mc(2, 3, Some(64 << 20))
+        );
+        fs::write(dir.path().join("memory.max"), "max\n").unwrap();
+        assert_eq!(read_mem_counters(dir.path(), false).limit, None);
+    }
+
+    #[test]
+    fn resolver_walks_once_per_unknown_id() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir_all(dir.path().join("job/worker")).unwrap();
+        let mut r = Resolver::with_root(Some(dir.path().to_path_buf()));
+        let ino = |p: &str| fs::metadata(dir.path().join(p)).unwrap().ino();
+        let worker = ino("job/worker");
+        assert_eq!(r.path(worker).as_deref(), Some("/job/worker"));
+        // A cgroup created after the first walk is found by a new walk.
+        fs::create_dir_all(dir.path().join("late")).unwrap();
+        assert_eq!(r.path(ino("late")).as_deref(), Some("/late"));
+        // A removed cgroup keeps its last known path. (Created before the
+        // removal: a test filesystem may reuse inodes, cgroupfs does not.)
+        fs::create_dir_all(dir.path().join("later")).unwrap();
+        fs::remove_dir(dir.path().join("job/worker")).unwrap();
+        assert_eq!(r.path(ino("later")).as_deref(), Some("/later"));
+        assert_eq!(r.path(worker).as_deref(), Some("/job/worker"));
+        // An id no walk found is remembered as missing: no further walks.
+        assert_eq!(r.path(u64::MAX), None);
+        assert!(r.not_found.contains(&u64::MAX));
+        let walked = r.by_id.len();
+        fs::create_dir_all(dir.path().join("unseen")).unwrap();
+        assert_eq!(r.path(u64::MAX), None);
+        assert_eq!(r.by_id.len(), walked, "no walk for a known-missing id");
+    }
+
+    #[test]
+    fn normalize_stays_inside_the_hierarchy() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("cgroup");
+        fs::create_dir_all(root.join("system.slice/x.service")).unwrap();
+        fs::create_dir_all(dir.path().join("memory")).unwrap();
+        let r = Resolver::with_root(Some(root.clone()));
+        assert_eq!(
+            r.normalize("/system.slice/x.service/").unwrap(),
+            "/system.slice/x.service"
+        );
+        assert_eq!(r.normalize("system.slice").unwrap(), "/system.slice");
+        let abs = root.join("system.slice/x.service");
+        assert_eq!(
+            r.normalize(abs.to_str().unwrap()).unwrap(),
+            "/system.slice/x.service"
+        );
+        assert_eq!(r.normalize("/").unwrap(), "/");
+        assert_eq!(r.normalize("/system.slice/..").unwrap(), "/");
+        let e = r.normalize("/../memory").unwrap_err().to_string();
+        assert!(e.contains("outside"), "{e}");
+        let e = r.normalize("/nope").unwrap_err().to_string();
+        assert!(e.contains("not found"), "{e}");
+        let e = Resolver::with_root(None).normalize("/x").unwrap_err();
+        assert!(e.to_string().contains("no cgroup v2"));
     }
 
     #[test]
@@ -348,9 +479,9 @@ mod tests {
         let mut after = before.clone();
         after.insert("/svc".into(), mc(1, 0, Some(1 << 30)));
         assert_eq!(
-            oom_limit_cgroup(&before, &after),
+            oom_limit_cgroup(&before, &after, Some("/svc")),
             Some(("/svc".into(), None))
         );
-        assert_eq!(oom_limit_cgroup(&before, &before), None);
+        assert_eq!(oom_limit_cgroup(&before, &before, Some("/svc")), None);
     }
 }

@@ -1,6 +1,9 @@
 //! Reads the kernel maps into one consistent-enough userspace sample.
 //! Two samples make a window; see `snapshot.rs`.
-use std::collections::HashMap;
+use std::{
+    collections::{HashMap, HashSet},
+    hash::Hash,
+};
 
 use anyhow::{Context, Result};
 use aya::{
@@ -8,7 +11,8 @@ use aya::{
     maps::{HashMap as BpfHashMap, MapData, PerCpuArray, StackTraceMap},
 };
 use sentinel_common::{
-    CgroupStats, Counter, DevStats, FaultBatch, FutexWait, NUM_COUNTERS, ProcStats, maps,
+    BioStart, CgroupStats, Counter, DevStats, FaultBatch, FutexWait, IoKey, NUM_COUNTERS,
+    ProcStats, maps,
 };
 
 pub struct Sample {
@@ -19,9 +23,21 @@ pub struct Sample {
     pub waits: HashMap<u32, FutexWait>,
     pub devices: HashMap<u32, DevStats>,
     pub counters: [u64; NUM_COUNTERS as usize],
-    pub mm_owners: usize,
-    pub io_inflight: usize,
+    /// Entry counts of the maps that are only bookkeeping, for the report's
+    /// `maps` section.
+    pub fill: MapCounts,
 }
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MapCounts {
+    pub io_inflight: usize,
+    pub bio_inflight: usize,
+    pub dio_budget: usize,
+    pub stacks: usize,
+}
+
+/// How often a sample is retaken when a process exits while it is read.
+const MAX_SAMPLE_RETRIES: usize = 5;
 
 pub fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
@@ -47,11 +63,64 @@ fn read_hash<K: aya::Pod + Eq + std::hash::Hash, V: aya::Pod>(
     Ok(h.iter().filter_map(|r| r.ok()).collect())
 }
 
-fn count_keys(ebpf: &Ebpf, name: &str) -> usize {
-    ebpf.map(name)
-        .and_then(|m| BpfHashMap::<&MapData, u32, u32>::try_from(m).ok())
-        .map(|h| h.keys().filter(|k| k.is_ok()).count())
-        .unwrap_or(0)
+/// Entries in a hash map. A key deleted while we walk makes the kernel
+/// restart from the first key, so keys are deduplicated rather than
+/// counted as they come.
+fn count_entries<K: aya::Pod + Eq + Hash, V: aya::Pod>(ebpf: &Ebpf, name: &str) -> Result<usize> {
+    let map = ebpf
+        .map(name)
+        .with_context(|| format!("map {name} missing from the object"))?;
+    let h: BpfHashMap<&MapData, K, V> =
+        BpfHashMap::try_from(map).with_context(|| format!("opening map {name}"))?;
+    let keys = h
+        .keys()
+        .collect::<Result<HashSet<K>, _>>()
+        .with_context(|| format!("listing the keys of map {name}"))?;
+    Ok(keys.len())
+}
+
+fn count_stacks(ebpf: &Ebpf) -> Result<usize> {
+    let map = ebpf
+        .map(maps::STACKS)
+        .context("map STACKS missing from the object")?;
+    let stacks = StackTraceMap::<&MapData>::try_from(map).context("opening map STACKS")?;
+    let ids = stacks
+        .stack_ids()
+        .collect::<Result<HashSet<u32>, _>>()
+        .context("listing the ids of map STACKS")?;
+    Ok(ids.len())
+}
+
+fn exited(cgroups: &HashMap<u64, CgroupStats>) -> u64 {
+    cgroups.values().map(|c| c.exited).sum()
+}
+
+/// PROCS and CGROUPS, read so that no process is in both or in neither.
+/// The exit probe moves a process's counters from PROCS into CGROUPS; one
+/// that exits between the two reads would be counted twice (or not at
+/// all). Reading CGROUPS around PROCS shows whether an exit happened in
+/// between (`exited` moved), and then the read is retaken.
+fn procs_and_cgroups(ebpf: &Ebpf) -> Result<(HashMap<u32, ProcStats>, HashMap<u64, CgroupStats>)> {
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let before: HashMap<u64, CgroupStats> = read_hash(ebpf, maps::CGROUPS)?;
+        let mut procs: HashMap<u32, ProcStats> = read_hash(ebpf, maps::PROCS)?;
+        add_pending_faults(ebpf, &mut procs)?;
+        let after: HashMap<u64, CgroupStats> = read_hash(ebpf, maps::CGROUPS)?;
+        if exited(&before) == exited(&after) {
+            return Ok((procs, after));
+        }
+        if tries >= MAX_SAMPLE_RETRIES {
+            // A host where processes exit faster than we read: accept a
+            // small double count rather than never finishing.
+            tracing::debug!(
+                "processes kept exiting while the maps were read ({tries} tries); \
+                 some exited processes may be counted twice in this sample"
+            );
+            return Ok((procs, after));
+        }
+    }
 }
 
 pub fn sample(ebpf: &Ebpf) -> Result<Sample> {
@@ -65,21 +134,20 @@ pub fn sample(ebpf: &Ebpf) -> Result<Sample> {
             counters[c as usize] = per_cpu.iter().sum();
         }
     }
-    let mut procs: HashMap<u32, ProcStats> = read_hash(ebpf, maps::PROCS)?;
-    add_pending_faults(ebpf, &mut procs)?;
+    let (procs, cgroups) = procs_and_cgroups(ebpf)?;
     Ok(Sample {
         mono_ns,
         procs,
-        cgroups: read_hash(ebpf, maps::CGROUPS)?,
+        cgroups,
         waits: read_hash(ebpf, maps::FUTEX_WAITS)?,
         devices: read_hash(ebpf, maps::DEVICES)?,
         counters,
-        mm_owners: count_keys(ebpf, maps::MM_OWNERS),
-        io_inflight: ebpf
-            .map(maps::IO_INFLIGHT)
-            .and_then(|m| BpfHashMap::<&MapData, sentinel_common::IoKey, u64>::try_from(m).ok())
-            .map(|h| h.keys().filter(|k| k.is_ok()).count())
-            .unwrap_or(0),
+        fill: MapCounts {
+            io_inflight: count_entries::<IoKey, u64>(ebpf, maps::IO_INFLIGHT)?,
+            bio_inflight: count_entries::<IoKey, BioStart>(ebpf, maps::BIO_INFLIGHT)?,
+            dio_budget: count_entries::<u32, u64>(ebpf, maps::DIO_BUDGET)?,
+            stacks: count_stacks(ebpf)?,
+        },
     })
 }
 

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use aya::{Ebpf, EbpfLoader};
-use sentinel_common::{CONFIG_GLOBAL, maps};
+use sentinel_common::CONFIG_GLOBAL;
 
 use crate::{
     btf::{self, Btf},
@@ -76,15 +76,5 @@ impl Sentinel {
     /// True when RSS comes from the kernel; else userspace reads /proc.
     pub fn rss_in_kernel(&self) -> bool {
         self.probe("rss").is_some_and(|p| p.program_type.is_some())
-    }
-
-    pub fn map_names() -> [&'static str; 5] {
-        [
-            maps::PROCS,
-            maps::CGROUPS,
-            maps::FUTEX_WAITS,
-            maps::MM_OWNERS,
-            maps::IO_INFLIGHT,
-        ]
     }
 }

@@ -2,15 +2,15 @@
 //!
 //! Exit codes: 0 success; 1 the host cannot run sentinel as asked (missing
 //! privilege, core probes unavailable, a runtime failure); 2 bad arguments.
-use std::{io::Write, process::ExitCode, sync::atomic::Ordering, time::Duration};
+use std::{io::Write, path::Path, process::ExitCode, sync::atomic::Ordering, time::Duration};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use sentinel::{
     cgroup::{Mounts, Resolver},
     check,
     loader::{LoadError, Sentinel},
-    render,
+    procfs, render,
     snapshot::{self, Filter},
     units,
 };
@@ -66,11 +66,16 @@ fn main() -> ExitCode {
             };
         }
     };
+    let filter = match log_filter(&cli.log) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("sentinel: error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "warn".into()),
-        )
+        .with_env_filter(filter)
         .with_target(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
@@ -78,8 +83,50 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("sentinel: error: {e:#}");
-            ExitCode::from(1)
+            ExitCode::from(if e.is::<BadArgs>() { 2 } else { 1 })
         }
+    }
+}
+
+/// An argument the user can fix: exit code 2, not 1.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct BadArgs(String);
+
+const LEVELS: [&str; 6] = ["error", "warn", "info", "debug", "trace", "off"];
+
+/// `--log`/`SENTINEL_LOG`. The filter syntax takes a bare word as a target
+/// name, so a misspelt level (`degub`) would parse and silently show
+/// nothing: bare words must be levels; `target=level` directives are left
+/// to the parser.
+fn log_filter(spec: &str) -> Result<tracing_subscriber::EnvFilter, String> {
+    let bad = || {
+        format!(
+            "--log {spec:?}: expected a level ({}) or target=level directives",
+            LEVELS.join(", ")
+        )
+    };
+    for d in spec.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        if !d.contains(['=', '[']) && !LEVELS.contains(&d.to_ascii_lowercase().as_str()) {
+            return Err(bad());
+        }
+    }
+    tracing_subscriber::EnvFilter::try_new(spec).map_err(|e| format!("{}: {e}", bad()))
+}
+
+/// `--pid` must name a live process by its tgid. `/proc/TID` exists for
+/// every thread, so a thread's tid would pass a plain existence check and
+/// then match nothing, since everything is keyed by process.
+fn check_pid(proc_root: &Path, pid: u32) -> Result<(), BadArgs> {
+    match procfs::tgid(proc_root, pid) {
+        None => Err(BadArgs(format!(
+            "--pid {pid}: no such process (nothing at {})",
+            proc_root.join(pid.to_string()).display()
+        ))),
+        Some(tgid) if tgid != pid => Err(BadArgs(format!(
+            "--pid {pid} is a thread of process {tgid}: use --pid {tgid}"
+        ))),
+        Some(_) => Ok(()),
     }
 }
 
@@ -92,10 +139,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             } else {
                 print!("{}", check::render(&r));
             }
-            if let Some(e) = &r.error {
-                if json {
-                    eprintln!("sentinel: {e}");
-                }
+            if let (Some(e), true) = (&r.error, json) {
+                eprintln!("sentinel: {e}");
             }
             Ok(if r.ok {
                 ExitCode::SUCCESS
@@ -112,13 +157,21 @@ fn run(cli: Cli) -> Result<ExitCode> {
             // Resolve the filter before attaching: a typo should not cost a
             // probe load.
             let cgroup = match cgroup {
-                Some(c) => Some(Resolver::new(&Mounts::discover()).normalize(&c)?),
+                Some(c) => {
+                    let mounts = Mounts::discover();
+                    if mounts.v2.is_none() {
+                        // The host's fault, not the argument's.
+                        bail!("no cgroup v2 hierarchy is mounted, so --cgroup cannot be resolved");
+                    }
+                    let rel = Resolver::new(&mounts)
+                        .normalize(&c)
+                        .map_err(|e| BadArgs(format!("--cgroup: {e:#}")))?;
+                    Some(rel)
+                }
                 None => None,
             };
             if let Some(pid) = pid {
-                if !sentinel::procfs::alive(std::path::Path::new("/proc"), pid) {
-                    anyhow::bail!("--pid {pid}: no such process (nothing at /proc/{pid})");
-                }
+                check_pid(Path::new("/proc"), pid)?;
             }
             let filter = Filter { pid, cgroup };
             let mut s = match Sentinel::load() {
@@ -169,5 +222,41 @@ fn install_stop_handler() {
     unsafe {
         libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
         libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_levels_and_directives() {
+        assert!(log_filter("debug").is_ok());
+        assert!(log_filter("DEBUG").is_ok());
+        assert!(log_filter("warn,sentinel=trace").is_ok());
+        assert!(log_filter("off").is_ok());
+        assert!(
+            log_filter("degub")
+                .unwrap_err()
+                .contains("expected a level")
+        );
+        assert!(log_filter("info,verbose").is_err());
+        assert!(log_filter("sentinel=loud").is_err());
+        assert!(log_filter("foo[").is_err());
+    }
+
+    #[test]
+    fn pid_must_be_a_process_not_a_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        for (pid, tgid) in [(42, 42), (43, 42)] {
+            let d = dir.path().join(pid.to_string());
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join("status"), format!("Tgid:\t{tgid}\nPid:\t{pid}\n")).unwrap();
+        }
+        assert!(check_pid(dir.path(), 42).is_ok());
+        let e = check_pid(dir.path(), 43).unwrap_err().to_string();
+        assert!(e.contains("thread of process 42: use --pid 42"), "{e}");
+        let e = check_pid(dir.path(), 44).unwrap_err().to_string();
+        assert!(e.contains("no such process"), "{e}");
     }
 }

@@ -1,5 +1,6 @@
 //! What the running process may do: loading tracing programs needs root, or
-//! CAP_BPF with CAP_PERFMON (CAP_SYS_ADMIN covers both on older kernels).
+//! CAP_BPF with CAP_PERFMON (CAP_SYS_ADMIN covers both on older kernels),
+//! and attaching them needs to read tracefs, which is mode 0700.
 use std::fs;
 
 use serde::{Deserialize, Serialize};
@@ -7,6 +8,7 @@ use serde::{Deserialize, Serialize};
 const CAP_SYS_ADMIN: u32 = 21;
 const CAP_PERFMON: u32 = 38;
 const CAP_BPF: u32 = 39;
+const DAC_READ_SEARCH: &str = "CAP_DAC_READ_SEARCH";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Privileges {
@@ -27,7 +29,18 @@ impl Privileges {
             })
             .and_then(|v| u64::from_str_radix(&v, 16).ok())
             .unwrap_or(0);
-        Self::from_caps(euid, eff)
+        // Asked of the filesystem rather than derived from the caps: a
+        // tracefs mounted with a `gid=` or `mode=` may be readable anyway.
+        Self::from_caps(euid, eff).with_tracefs_denied(crate::tracefs::access_denied())
+    }
+
+    /// Adds tracefs being unreadable (the probes cannot attach without it).
+    pub fn with_tracefs_denied(mut self, denied: bool) -> Privileges {
+        if denied {
+            self.missing.push(DAC_READ_SEARCH.to_string());
+            self.ok = false;
+        }
+        self
     }
 
     pub fn from_caps(euid: u32, cap_eff: u64) -> Privileges {
@@ -48,8 +61,20 @@ impl Privileges {
 
     /// One line for people: what is missing and how to get it.
     pub fn explain(&self) -> String {
+        let tracefs = self.missing.iter().any(|m| m == DAC_READ_SEARCH);
+        let (why, grant) = if tracefs {
+            (
+                format!(
+                    ": cannot read tracefs at {}: permission denied",
+                    crate::tracefs::TRACEFS
+                ),
+                "CAP_BPF, CAP_PERFMON and CAP_DAC_READ_SEARCH",
+            )
+        } else {
+            (String::new(), "CAP_BPF and CAP_PERFMON")
+        };
         format!(
-            "missing privilege: {} (run as root, e.g. `sudo sentinel ...`, or grant CAP_BPF and CAP_PERFMON; \
+            "missing privilege: {}{why} (run as root, e.g. `sudo sentinel ...`, or grant {grant}; \
              running as uid {})",
             self.missing.join(" and "),
             self.euid
@@ -115,5 +140,23 @@ mod tests {
         assert!(p.explain().contains("root"));
         let p = Privileges::from_caps(1000, 1 << CAP_BPF);
         assert_eq!(p.missing, vec!["CAP_PERFMON"]);
+    }
+
+    #[test]
+    fn unreadable_tracefs_is_a_missing_privilege() {
+        let p = Privileges::from_caps(1000, (1 << CAP_BPF) | (1 << CAP_PERFMON))
+            .with_tracefs_denied(true);
+        assert!(!p.ok);
+        assert_eq!(p.missing, vec!["CAP_DAC_READ_SEARCH"]);
+        let e = p.explain();
+        assert!(
+            e.contains("cannot read tracefs at /sys/kernel/tracing: permission denied"),
+            "{e}"
+        );
+        assert!(
+            Privileges::from_caps(0, u64::MAX)
+                .with_tracefs_denied(false)
+                .ok
+        );
     }
 }

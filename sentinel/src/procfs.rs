@@ -1,6 +1,6 @@
 //! Small /proc readers. Each takes the proc root so tests can use a fake
 //! tree.
-use std::{fs, path::Path};
+use std::{collections::HashMap, fs, path::Path};
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct MemStatus {
@@ -58,17 +58,58 @@ pub fn cgroup_v2_path(root: &Path, pid: u32) -> Option<String> {
         .find_map(|l| l.strip_prefix("0::").map(str::to_string))
 }
 
-/// Kernel threads have no memory map; their I/O is the flusher's, not a
-/// workload's.
-pub fn is_kernel_thread(root: &Path, pid: u32) -> bool {
-    fs::read_to_string(root.join(pid.to_string()).join("stat"))
-        .ok()
-        .and_then(|s| {
-            // Field 9 (flags), counted after the `(comm)` which may hold spaces.
-            let after = &s[s.rfind(')')? + 1..];
-            after.split_whitespace().nth(6)?.parse::<u64>().ok()
-        })
-        .is_some_and(|flags| flags & 0x0020_0000 != 0) // PF_KTHREAD
+/// The thread group (process) a pid belongs to: `/proc/TID` exists for
+/// every thread, not only for leaders, so a tid passes `alive`.
+pub fn tgid(root: &Path, pid: u32) -> Option<u32> {
+    let text = fs::read_to_string(root.join(pid.to_string()).join("status")).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("Tgid:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Is `tid` a live thread of process `pid`?
+pub fn has_thread(root: &Path, pid: u32, tid: u32) -> bool {
+    root.join(pid.to_string())
+        .join("task")
+        .join(tid.to_string())
+        .exists()
+}
+
+/// A thread's ids in each pid namespace, outermost (the host's) first:
+/// the `NSpid:` line of its status.
+pub fn parse_nspid(status: &str) -> Option<Vec<u32>> {
+    let ids: Vec<u32> = status
+        .lines()
+        .find_map(|l| l.strip_prefix("NSpid:"))?
+        .split_whitespace()
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .ok()?;
+    (!ids.is_empty()).then_some(ids)
+}
+
+/// The threads of `pid`, keyed by their tid in the process's own (innermost)
+/// pid namespace, with their host tid as value. For a process in the host's
+/// namespace both are the same. `None` when the kernel has no `NSpid` (before
+/// 4.1) or the process is gone.
+pub fn thread_ns_tids(root: &Path, pid: u32) -> Option<HashMap<u32, u32>> {
+    let entries = fs::read_dir(root.join(pid.to_string()).join("task")).ok()?;
+    let mut out = HashMap::new();
+    let mut saw_nspid = false;
+    for e in entries.flatten() {
+        // A thread that exits while we read just drops out.
+        let Ok(text) = fs::read_to_string(e.path().join("status")) else {
+            continue;
+        };
+        let Some(ids) = parse_nspid(&text) else {
+            continue;
+        };
+        saw_nspid = true;
+        if let (Some(&host), Some(&inner)) = (ids.first(), ids.last()) {
+            out.insert(inner, host);
+        }
+    }
+    saw_nspid.then_some(out)
 }
 
 pub fn kernel_release() -> String {
@@ -109,18 +150,63 @@ mod tests {
         )
         .unwrap();
         fs::write(p.join("comm"), "python3\n").unwrap();
-        fs::write(
-            p.join("stat"),
-            "42 (my (odd) name) S 1 42 42 0 -1 2097216 0 0",
-        )
-        .unwrap();
+        fs::write(p.join("status"), "Name:\tpython3\nTgid:\t42\nPid:\t42\n").unwrap();
         assert_eq!(
             cgroup_v2_path(dir.path(), 42).as_deref(),
             Some("/system.slice/x.service")
         );
         assert_eq!(comm(dir.path(), 42).as_deref(), Some("python3"));
-        assert!(is_kernel_thread(dir.path(), 42));
+        assert_eq!(tgid(dir.path(), 42), Some(42));
         assert!(alive(dir.path(), 42));
         assert!(!alive(dir.path(), 43));
+    }
+
+    #[test]
+    fn a_thread_names_its_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = dir.path().join("43");
+        fs::create_dir_all(&t).unwrap();
+        fs::write(t.join("status"), "Name:\tworker\nTgid:\t42\nPid:\t43\n").unwrap();
+        assert_eq!(tgid(dir.path(), 43), Some(42));
+        assert_eq!(tgid(dir.path(), 44), None);
+    }
+
+    fn task(root: &Path, pid: u32, tid: u32, status: &str) {
+        let d = root
+            .join(pid.to_string())
+            .join("task")
+            .join(tid.to_string());
+        fs::create_dir_all(&d).unwrap();
+        fs::write(d.join("status"), status).unwrap();
+    }
+
+    #[test]
+    fn maps_namespace_tids_to_host_tids() {
+        let dir = tempfile::tempdir().unwrap();
+        // A containerized process: host 4200/4201, 7/8 in its namespace.
+        task(dir.path(), 4200, 4200, "Tgid:\t4200\nNSpid:\t4200\t7\n");
+        task(dir.path(), 4200, 4201, "Tgid:\t4200\nNSpid:\t4201\t8\n");
+        let m = thread_ns_tids(dir.path(), 4200).unwrap();
+        assert_eq!(m, HashMap::from([(7, 4200), (8, 4201)]));
+        // A host process: both numbers are the same.
+        task(dir.path(), 99, 100, "Tgid:\t99\nNSpid:\t100\n");
+        assert_eq!(
+            thread_ns_tids(dir.path(), 99),
+            Some(HashMap::from([(100, 100)]))
+        );
+        // No NSpid line (kernels before 4.1): nothing to translate with.
+        task(dir.path(), 5, 5, "Tgid:\t5\n");
+        assert_eq!(thread_ns_tids(dir.path(), 5), None);
+        assert!(has_thread(dir.path(), 4200, 4201));
+        assert!(!has_thread(dir.path(), 4200, 8));
+    }
+
+    #[test]
+    fn parses_nested_nspid() {
+        assert_eq!(
+            parse_nspid("Name:\tx\nNSpid:\t900\t40\t1\n"),
+            Some(vec![900, 40, 1])
+        );
+        assert_eq!(parse_nspid("Name:\tx\n"), None);
     }
 }

@@ -2,7 +2,7 @@
 //! again, and turn the difference into a [`Report`].
 use std::{
     collections::{BTreeMap, HashMap},
-    path::Path,
+    path::{Path, PathBuf},
     sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
@@ -58,11 +58,7 @@ pub fn observe(
 ) -> Result<Report> {
     let mounts = Mounts::discover();
     let mut resolver = Resolver::new(&mounts);
-    let mem_root = mounts.memory_root();
-    let mem_before = mem_root
-        .as_ref()
-        .map(|(r, v1)| cgroup::memory_counters(r, *v1))
-        .unwrap_or_default();
+    let mut ooms = OomWatch::new(mounts.memory_root());
 
     if s.probe("futex").is_some_and(|p| p.working()) {
         let map = s
@@ -73,7 +69,7 @@ pub fn observe(
         let n = crate::probes::futex::seed_blocked(&mut waits, collect::monotonic_ns());
         tracing::debug!("seeded {n} threads already blocked in futex waits");
     }
-    let mut oom_ring: Option<RingBuf<MapData>> = s
+    ooms.ring = s
         .ebpf
         .take_map(maps::OOM_EVENTS)
         .and_then(|m| RingBuf::try_from(m).ok());
@@ -82,24 +78,19 @@ pub fn observe(
     let started = Instant::now();
     ready();
 
-    let mut ooms = Vec::new();
     while started.elapsed() < duration && !STOP.load(Ordering::Relaxed) {
         std::thread::sleep(
             Duration::from_millis(50).min(duration.saturating_sub(started.elapsed())),
         );
-        drain_ooms(&mut oom_ring, &mut ooms);
+        ooms.poll(&mut resolver);
     }
-    drain_ooms(&mut oom_ring, &mut ooms);
+    ooms.poll(&mut resolver);
     let end = collect::sample(&s.ebpf)?;
     let elapsed = started.elapsed();
 
-    let mem_after = mem_root
-        .as_ref()
-        .map(|(r, v1)| cgroup::memory_counters(r, *v1))
-        .unwrap_or_default();
     let oom_kills = ooms
-        .iter()
-        .map(|e| oom_kill(e, &mut resolver, &mem_before, &mem_after, end.mono_ns))
+        .kills
+        .into_iter()
         .filter(|k| {
             !filter.any()
                 || filter.matches(k.victim_pid, k.victim_cgroup.as_deref())
@@ -112,13 +103,64 @@ pub fn observe(
     Ok(report)
 }
 
-fn drain_ooms(ring: &mut Option<RingBuf<MapData>>, out: &mut Vec<OomEvent>) {
-    let Some(ring) = ring.as_mut() else { return };
-    while let Some(item) = ring.next() {
-        if item.len() >= std::mem::size_of::<OomEvent>() {
-            // SAFETY: the kernel wrote an OomEvent; the length is checked.
-            out.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<OomEvent>()) });
+/// Turns OOM events into kills as they arrive. Which limit a kill hit is
+/// read from the memory cgroups' counters, so they are read when events
+/// are drained: each kill is judged on what moved since the previous
+/// reading, not on everything that moved in the window.
+struct OomWatch {
+    ring: Option<RingBuf<MapData>>,
+    mem_root: Option<(PathBuf, bool)>,
+    /// The latest reading: the start of the window, or the last drain.
+    last: HashMap<String, MemCounters>,
+    kills: Vec<OomKill>,
+}
+
+impl OomWatch {
+    fn new(mem_root: Option<(PathBuf, bool)>) -> OomWatch {
+        let mut w = OomWatch {
+            ring: None,
+            mem_root,
+            last: HashMap::new(),
+            kills: Vec::new(),
+        };
+        w.last = w.read_counters();
+        w
+    }
+
+    fn read_counters(&self) -> HashMap<String, MemCounters> {
+        self.mem_root
+            .as_ref()
+            .map(|(r, v1)| cgroup::memory_counters(r, *v1))
+            .unwrap_or_default()
+    }
+
+    fn poll(&mut self, resolver: &mut Resolver) {
+        let events = self.drain();
+        if events.is_empty() {
+            // Walking every memory cgroup costs; only a kill needs it.
+            return;
         }
+        let now = self.read_counters();
+        let now_mono = collect::monotonic_ns();
+        for e in &events {
+            let kill = oom_kill(e, resolver, &self.last, &now, now_mono);
+            self.kills.push(kill);
+        }
+        self.last = now;
+    }
+
+    fn drain(&mut self) -> Vec<OomEvent> {
+        let mut out = Vec::new();
+        let Some(ring) = self.ring.as_mut() else {
+            return out;
+        };
+        while let Some(item) = ring.next() {
+            if item.len() >= std::mem::size_of::<OomEvent>() {
+                // SAFETY: the kernel wrote an OomEvent; the length is checked.
+                out.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<OomEvent>()) });
+            }
+        }
+        out
     }
 }
 
@@ -149,7 +191,7 @@ fn oom_kill(
         c if c.is_empty() => procfs::comm(proc, e.victim_pid).unwrap_or_default(),
         c => c,
     };
-    let limit = cgroup::oom_limit_cgroup(before, after);
+    let limit = cgroup::oom_limit_cgroup(before, after, victim_cgroup.as_deref());
     let limit_cgroup = limit.and_then(|(_, l)| l);
     OomKill {
         ts_unix_ms: unix_ms_of(e.ts_ns, now_mono),
@@ -226,11 +268,12 @@ fn cgroup_delta(a: Option<&CgroupStats>, b: &CgroupStats) -> CgroupStats {
 }
 
 /// Window delta of one process. A pid seen at the end but not at the start
-/// started in the window (or reused a pid that exited, whose entry the exit
-/// probe removed), so its full counts belong to the window.
+/// started in the window, and so did one whose entry was created at another
+/// time (the pid was reused after an exit): its full counts belong to the
+/// window.
 fn proc_delta(a: Option<&ProcStats>, b: &ProcStats) -> ProcStats {
     let mut d = *b;
-    if let Some(a) = a {
+    if let Some(a) = a.filter(|a| a.created_ns == b.created_ns) {
         d.faults = b.faults.saturating_sub(a.faults);
         d.futex_waits = b.futex_waits.saturating_sub(a.futex_waits);
         d.futex_wait_ns = b.futex_wait_ns.saturating_sub(a.futex_wait_ns);
@@ -305,20 +348,48 @@ fn rss_of(p: &ProcStats, pid: u32, in_kernel: bool) -> (Rss, &'static str) {
     )
 }
 
+/// The host tid of the thread an owner word names. glibc's `__owner` and
+/// the PI owner word hold tids as the process's own pid namespace numbers
+/// them, which in a container are not the host's; `NSpid` translates.
+/// Without it (kernels before 4.1) the word is taken as a host tid. Either
+/// way only a live thread of the same process is accepted.
+fn owner_host_tid(
+    proc_root: &Path,
+    pid: u32,
+    owner: u32,
+    ns_tids: &Option<HashMap<u32, u32>>,
+) -> Option<u32> {
+    match ns_tids {
+        Some(m) => m.get(&owner).copied(),
+        None => procfs::has_thread(proc_root, pid, owner).then_some(owner),
+    }
+}
+
 fn blocked_threads(s: &Sentinel, pid: u32, end: &Sample) -> Vec<BlockedThread> {
-    let mut out: Vec<BlockedThread> = end
+    let proc_root = Path::new("/proc");
+    let has_owner =
+        |w: &FutexWait| w.flags & (WAIT_OWNER_PI | WAIT_OWNER_READ) != 0 && w.owner_tid != 0;
+    let mine: Vec<(u32, &FutexWait)> = end
         .waits
         .iter()
         .filter(|(_, w)| w.tgid == pid)
-        .map(|(&tid, w)| {
+        .map(|(&tid, w)| (tid, w))
+        .collect();
+    let ns_tids = if mine.iter().any(|(_, w)| has_owner(w)) {
+        procfs::thread_ns_tids(proc_root, pid)
+    } else {
+        None
+    };
+    let mut out: Vec<BlockedThread> = mine
+        .into_iter()
+        .map(|(tid, w)| {
             // A glibc `__owner` slot read from a condition variable or a
             // semaphore is noise: only a live thread of the same process
             // (other than the waiter) counts as an owner.
-            let owner = (w.flags & (WAIT_OWNER_PI | WAIT_OWNER_READ) != 0
-                && w.owner_tid != 0
-                && w.owner_tid != tid
-                && Path::new(&format!("/proc/{pid}/task/{}", w.owner_tid)).exists())
-            .then_some(w.owner_tid);
+            let owner = has_owner(w)
+                .then(|| owner_host_tid(proc_root, pid, w.owner_tid, &ns_tids))
+                .flatten()
+                .filter(|&o| o != tid);
             BlockedThread {
                 tid,
                 uaddr: format!("{:#x}", w.uaddr),
@@ -460,7 +531,7 @@ fn build(
             ),
         });
     }
-    cgroups.sort_by(|a, b| (b.write_bytes + b.page_faults).cmp(&(a.write_bytes + a.page_faults)));
+    cgroups.sort_by_key(|c| std::cmp::Reverse(c.write_bytes + c.page_faults));
 
     let mut devices: Vec<DeviceReport> = end
         .devices
@@ -530,15 +601,35 @@ fn build(
             ),
         ),
         (
-            "mm_owners".to_string(),
-            fill(start.mm_owners, end.mm_owners, sentinel_common::MAX_MM),
-        ),
-        (
             "io_inflight".to_string(),
             fill(
-                start.io_inflight,
-                end.io_inflight,
+                start.fill.io_inflight,
+                end.fill.io_inflight,
                 sentinel_common::MAX_IO_INFLIGHT,
+            ),
+        ),
+        (
+            "bio_inflight".to_string(),
+            fill(
+                start.fill.bio_inflight,
+                end.fill.bio_inflight,
+                sentinel_common::MAX_IO_INFLIGHT,
+            ),
+        ),
+        (
+            "dio_budget".to_string(),
+            fill(
+                start.fill.dio_budget,
+                end.fill.dio_budget,
+                sentinel_common::MAX_DIO_THREADS,
+            ),
+        ),
+        (
+            "stacks".to_string(),
+            fill(
+                start.fill.stacks,
+                end.fill.stacks,
+                sentinel_common::MAX_STACKS,
             ),
         ),
         (
@@ -602,6 +693,25 @@ mod tests {
     }
 
     #[test]
+    fn a_reused_pid_counts_as_born_in_the_window() {
+        let mut old = proc(1000, 1 << 20);
+        old.created_ns = 5;
+        let mut new = proc(30, 4096);
+        new.created_ns = 9;
+        let d = proc_delta(Some(&old), &new);
+        assert_eq!(
+            (d.faults, d.dirtied_bytes),
+            (30, 4096),
+            "not 0: the start entry was another process's"
+        );
+        new.created_ns = 5;
+        let mut grown = new;
+        grown.faults = 1030;
+        grown.dirtied_bytes = 2 << 20;
+        assert_eq!(proc_delta(Some(&old), &grown).faults, 30);
+    }
+
+    #[test]
     fn an_exit_moves_counts_without_losing_them() {
         // Start: process 7 alive in cgroup 42 with 100 faults.
         let mut p = proc(100, 0);
@@ -613,8 +723,7 @@ mod tests {
             waits: HashMap::new(),
             devices: HashMap::new(),
             counters: [0; sentinel_common::NUM_COUNTERS as usize],
-            mm_owners: 0,
-            io_inflight: 0,
+            fill: collect::MapCounts::default(),
         };
         // End: it faulted 50 more, then exited; the kernel folded 150.
         let folded = CgroupStats {
@@ -639,8 +748,7 @@ mod tests {
             waits: s.waits.clone(),
             devices: s.devices.clone(),
             counters: s.counters,
-            mm_owners: s.mm_owners,
-            io_inflight: s.io_inflight,
+            fill: s.fill,
         }
     }
 

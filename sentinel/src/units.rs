@@ -1,4 +1,5 @@
-//! Human durations and sizes: `2s`, `500ms`, `5m`, `1h30m`; `20GB`, `512MiB`.
+//! Human durations in (`2s`, `500ms`, `5m`, `1h30m`), and byte sizes out
+//! (`1.5 GiB`).
 use std::time::Duration;
 
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -39,10 +40,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         total += n * mult;
         rest = &rest[unit_end..];
     }
-    if !total.is_finite() || total < 0.0 {
-        return Err(format!("duration `{s}` is out of range"));
-    }
-    Ok(Duration::from_secs_f64(total))
+    Duration::try_from_secs_f64(total).map_err(|_| format!("duration `{s}` is out of range"))
 }
 
 /// `1.5 GiB`-style rendering for tables.
@@ -77,6 +75,11 @@ mod tests {
             parse_duration("3 weeks")
                 .unwrap_err()
                 .contains("unknown unit")
+        );
+        assert!(
+            parse_duration("99999999999999999999999d")
+                .unwrap_err()
+                .contains("out of range")
         );
     }
 

@@ -33,9 +33,10 @@ static DEVICES: HashMap<u32, DevStats> = HashMap::with_max_entries(MAX_DEVICES, 
 #[map(name = "BIO_INFLIGHT")]
 static BIO_INFLIGHT: LruHashMap<IoKey, BioStart> = LruHashMap::with_max_entries(MAX_IO_INFLIGHT, 0);
 
-/// (dev, sector) -> issue time, for latency.
+/// (dev, sector) -> issue time, for latency. LRU like `BIO_INFLIGHT`: a
+/// request that completes in parts or is requeued must not pin an entry.
 #[map(name = "IO_INFLIGHT")]
-static IO_INFLIGHT: HashMap<IoKey, u64> = HashMap::with_max_entries(MAX_IO_INFLIGHT, 0);
+static IO_INFLIGHT: LruHashMap<IoKey, u64> = LruHashMap::with_max_entries(MAX_IO_INFLIGHT, 0);
 
 const ZERO_DEV: DevStats = DevStats {
     read_bytes: 0,
@@ -61,24 +62,34 @@ fn device(dev: u32) -> Option<*mut DevStats> {
     DEVICES.get_ptr_mut(dev)
 }
 
+/// `Some(true)` for a data write, `Some(false)` for a read, from the rwbs
+/// string: `W`/`R`, after an `F` when the request carries a preflush
+/// (`FWS`). Flushes alone, discards and the rest are not data.
+#[inline(always)]
+fn data_direction(raw: *mut core::ffi::c_void, rwbs: u32) -> Option<bool> {
+    let mut op = ctx_small(raw, rwbs, 1)? as u8;
+    if op == b'F' {
+        op = ctx_small(raw, rwbs + 1, 1)? as u8;
+    }
+    match op {
+        b'W' => Some(true),
+        b'R' => Some(false),
+        _ => None,
+    }
+}
+
 #[tracepoint(category = "block", name = "block_rq_issue")]
 pub fn block_rq_issue_tp(ctx: TracePointContext) -> u32 {
     count(Counter::BlockIssue);
     let c = config();
     let raw = ctx.as_ptr();
-    let (Some(dev), Some(sector), Some(bytes), Some(op)) = (
+    let (Some(dev), Some(sector), Some(bytes), Some(write)) = (
         field_u32(raw, c.blk_issue_dev),
         field_u64(raw, c.blk_issue_sector),
         field_u32(raw, c.blk_issue_bytes),
-        ctx_small(raw, c.blk_issue_rwbs, 1).map(|v| v as u8),
+        data_direction(raw, c.blk_issue_rwbs),
     ) else {
         return 0;
-    };
-    // rwbs[0]: 'R' read, 'W' write; flushes and discards are not data.
-    let write = match op {
-        b'W' => true,
-        b'R' => false,
-        _ => return 0,
     };
     let bytes = bytes as u64;
     if let Some(d) = device(dev) {
@@ -111,16 +122,11 @@ pub fn block_bio_queue_tp(ctx: TracePointContext) -> u32 {
     count(Counter::BioQueue);
     let c = config();
     let raw = ctx.as_ptr();
-    let (Some(sectors), Some(op)) = (
+    let (Some(sectors), Some(write)) = (
         field_u32(raw, c.bio_nr_sector),
-        ctx_small(raw, c.bio_rwbs, 1),
+        data_direction(raw, c.bio_rwbs),
     ) else {
         return 0;
-    };
-    let write = match op as u8 {
-        b'W' => true,
-        b'R' => false,
-        _ => return 0,
     };
     let bytes = (sectors as u64) << 9;
     let (tgid, tid) = current_ids();
@@ -130,15 +136,14 @@ pub fn block_bio_queue_tp(ctx: TracePointContext) -> u32 {
             tgid,
             _pad: 0,
         };
-        let _ = BIO_INFLIGHT.insert(
-            IoKey {
-                dev,
-                _pad: 0,
-                sector,
-            },
-            start,
-            BPF_ANY as u64,
-        );
+        let key = IoKey {
+            dev,
+            _pad: 0,
+            sector,
+        };
+        if BIO_INFLIGHT.insert(key, start, BPF_ANY as u64).is_err() {
+            count(Counter::BioInflightFull);
+        }
     }
     let Some(p) = current_proc_refresh(tgid) else {
         return 0;

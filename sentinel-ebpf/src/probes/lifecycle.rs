@@ -2,15 +2,18 @@
 //! process and thread out of the per-process maps so they never fill on a
 //! long-running host.
 use aya_ebpf::{
-    EbpfContext, bindings::BPF_NOEXIST, helpers::bpf_get_current_comm, macros::tracepoint,
+    EbpfContext,
+    bindings::BPF_NOEXIST,
+    helpers::{bpf_get_current_comm, bpf_get_current_task_btf},
+    macros::tracepoint,
     programs::TracePointContext,
 };
-use sentinel_common::{CgroupStats, Counter, IO_HIST_BUCKETS};
+use sentinel_common::{CgroupStats, Counter, IO_HIST_BUCKETS, NONE};
 
 use crate::{
     config,
     maps::{CGROUPS, DIO_BUDGET, PROCS},
-    probes::{faults::flush_exiting, futex::forget_thread, rss::forget_mm},
+    probes::{faults::flush_exiting, futex::forget_thread},
     util::{add, add32, count, ctx_small, current_ids, current_proc_refresh},
 };
 
@@ -22,6 +25,9 @@ pub fn process_exec_tp(_ctx: TracePointContext) -> u32 {
         if let Ok(comm) = bpf_get_current_comm() {
             unsafe { (*p).comm = comm };
         }
+        // A new image has a new mm: until its counters move, userspace
+        // reads them from /proc rather than showing the old program's.
+        unsafe { (*p).rss_known = 0 };
     }
     0
 }
@@ -36,7 +42,7 @@ pub fn process_exit_tp(ctx: TracePointContext) -> u32 {
     // kernels fall back to the leader's exit.
     let last = match ctx_small(ctx.as_ptr(), config().exit_group_dead, 1) {
         Some(v) => v != 0,
-        None => tgid == tid,
+        None => group_dead_from_signal().unwrap_or(tgid == tid),
     };
     if !last {
         return 0;
@@ -78,7 +84,27 @@ pub fn process_exit_tp(ctx: TracePointContext) -> u32 {
             }
         }
     }
-    forget_mm(unsafe { (*p).mm_key });
     let _ = PROCS.remove(tgid);
     0
+}
+
+/// Kernels before 6.16 have no `group_dead` field. `do_exit` has already
+/// decremented `signal->live` when the tracepoint fires, so zero means this
+/// was the last thread: better than "the leader exited", which is wrong
+/// when the leader leaves first or another thread execs.
+#[inline(always)]
+fn group_dead_from_signal() -> Option<bool> {
+    let c = config();
+    if c.task_signal == NONE || c.signal_live == NONE {
+        return None;
+    }
+    let task = unsafe { bpf_get_current_task_btf() } as *const u8;
+    let signal =
+        unsafe { core::ptr::read_volatile(task.add(c.task_signal as usize).cast::<*const u8>()) };
+    if signal.is_null() {
+        return None;
+    }
+    let live =
+        unsafe { core::ptr::read_volatile(signal.add(c.signal_live as usize).cast::<i32>()) };
+    Some(live == 0)
 }

@@ -7,25 +7,18 @@
 //! storms included; the BTF tracepoint avoids that and the record copy.
 use aya_ebpf::{
     EbpfContext,
-    bindings::BPF_ANY,
     helpers::bpf_get_current_task_btf,
     macros::{btf_tracepoint, map, tracepoint},
-    maps::{HashMap, PerCpuArray},
+    maps::PerCpuArray,
     programs::{BtfTracePointContext, TracePointContext},
 };
-use sentinel_common::{Counter, MAX_MM, NONE, RSS_GRANULE_PAGES, RSS_MEMBERS};
+use sentinel_common::{Counter, NONE, RSS_MEMBERS};
 
 use crate::{
     config,
     maps::PROCS,
     util::{count, current_ids, current_proc, field_u32, field_u64},
 };
-
-/// mm key -> tgid, learnt when the owner itself changes its RSS. Lets
-/// updates made from another context (reclaim, swap-out, the OOM reaper)
-/// land on the right process.
-#[map(name = "MM_OWNERS")]
-static MM_OWNERS: HashMap<u64, u32> = HashMap::with_max_entries(MAX_MM, 0);
 
 /// What this CPU last wrote for one mm, to skip writes that change less
 /// than `RSS_GRANULE_PAGES`.
@@ -38,28 +31,16 @@ struct RssCache {
 #[map(name = "RSS_CACHE")]
 static RSS_CACHE: PerCpuArray<RssCache> = PerCpuArray::with_max_entries(1, 0);
 
-/// Stores `bytes` as member `m` of the process owning `mm_key`.
+/// Stores `bytes` as member `m` of process `tgid`, creating the entry only
+/// for the current process (another's may be gone already).
 #[inline(always)]
-fn store(mm_key: u64, curr: bool, m: usize, bytes: i64) {
+fn store(tgid: u32, curr: bool, m: usize, bytes: i64) {
     let p = if curr {
-        let (tgid, _) = current_ids();
-        let Some(p) = current_proc(tgid) else { return };
-        if unsafe { (*p).mm_key } != mm_key {
-            unsafe { (*p).mm_key = mm_key };
-            if MM_OWNERS.insert(mm_key, tgid, BPF_ANY as u64).is_err() {
-                count(Counter::MmFull);
-            }
-        }
-        p
+        current_proc(tgid)
     } else {
-        let Some(tgid) = (unsafe { MM_OWNERS.get(mm_key) }) else {
-            return;
-        };
-        match PROCS.get_ptr_mut(*tgid) {
-            Some(p) => p,
-            None => return,
-        }
+        PROCS.get_ptr_mut(tgid)
     };
+    let Some(p) = p else { return };
     // The mask must survive into the object: LLVM drops a mask it can
     // prove redundant, and the verifier (which cannot) then rejects the
     // index as unbounded. `black_box` makes it opaque to LLVM.
@@ -106,19 +87,29 @@ pub fn rss_stat_btf(ctx: BtfTracePointContext) -> i32 {
     let m = core::hint::black_box(m) & (RSS_MEMBERS - 1);
     let cached = unsafe { &raw mut (*cache).pages[m] };
     unsafe {
-        if (*cache).mm == mm as u64 && (*cached - pages).abs() < RSS_GRANULE_PAGES {
+        if (*cache).mm == mm as u64 && (*cached - pages).abs() < c.rss_granule_pages as i64 {
             return 0;
         }
     }
     count(Counter::RssStat);
     let task = unsafe { bpf_get_current_task_btf() } as *const u8;
     let cur_mm = unsafe { core::ptr::read_volatile(task.add(c.task_mm as usize).cast::<u64>()) };
-    store(
-        mm as u64,
-        cur_mm == mm as u64,
-        m,
-        pages << (c.page_shift & 31),
-    );
+    let bytes = pages << (c.page_shift & 31);
+    if cur_mm == mm as u64 {
+        let (tgid, _) = current_ids();
+        store(tgid, true, m, bytes);
+    } else if c.mm_owner != NONE && c.task_tgid != NONE {
+        // Another context changed this mm (reclaim, swap-out, the OOM
+        // reaper): `mm->owner` names the process (CONFIG_MEMCG kernels).
+        let owner =
+            unsafe { core::ptr::read_volatile(mm.add(c.mm_owner as usize).cast::<*const u8>()) };
+        if owner.is_null() {
+            return 0;
+        }
+        let tgid =
+            unsafe { core::ptr::read_volatile(owner.add(c.task_tgid as usize).cast::<i32>()) };
+        store(tgid as u32, false, m, bytes);
+    }
     unsafe {
         if (*cache).mm != mm as u64 {
             (*cache).mm = mm as u64;
@@ -129,31 +120,25 @@ pub fn rss_stat_btf(ctx: BtfTracePointContext) -> i32 {
     0
 }
 
-/// Fallback: the classic event, which carries the exact value.
+/// Fallback: the classic event, which carries the exact value. Updates from
+/// another context (`curr == 0`) are skipped: without BTF there is no way to
+/// tell whose mm it is; the owner's next own change corrects the value.
 #[tracepoint(category = "kmem", name = "rss_stat")]
 pub fn rss_stat_tp(ctx: TracePointContext) -> u32 {
     count(Counter::RssStat);
     let c = config();
     let raw = ctx.as_ptr();
-    let (Some(mm_id), Some(curr), Some(member), Some(size)) = (
-        field_u32(raw, c.rss_mm_id),
+    let (Some(curr), Some(member), Some(size)) = (
         field_u32(raw, c.rss_curr),
         field_u32(raw, c.rss_member).map(|v| v as i32),
         field_u64(raw, c.rss_size).map(|v| v as i64),
     ) else {
         return 0;
     };
-    if member < 0 || member as usize >= RSS_MEMBERS {
+    if curr == 0 || member < 0 || member as usize >= RSS_MEMBERS {
         return 0;
     }
-    store(mm_id as u64, curr != 0, member as usize, size);
+    let (tgid, _) = current_ids();
+    store(tgid, true, member as usize, size);
     0
-}
-
-/// Called by the exit probe so the table never outlives its processes.
-#[inline(always)]
-pub fn forget_mm(mm_key: u64) {
-    if mm_key != 0 {
-        let _ = MM_OWNERS.remove(mm_key);
-    }
 }

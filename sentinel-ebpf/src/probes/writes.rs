@@ -12,7 +12,7 @@ use sentinel_common::{Counter, NONE};
 use crate::{
     config,
     maps::DIO_BUDGET,
-    util::{add, count, current_ids, current_proc_refresh, field_u64},
+    util::{add, count, ctx_small, current_ids, current_proc_refresh, field_u64},
 };
 
 #[inline(always)]
@@ -73,7 +73,12 @@ pub fn dio_begin_tp(ctx: TracePointContext) -> u32 {
 /// Closes the budget. Asynchronous completions run elsewhere; their budget
 /// is replaced by the thread's next call or removed when it exits.
 #[tracepoint(category = "iomap", name = "iomap_dio_complete")]
-pub fn dio_complete_tp(_ctx: TracePointContext) -> u32 {
+pub fn dio_complete_tp(ctx: TracePointContext) -> u32 {
+    // An asynchronous completion runs in whatever context the I/O finished
+    // in: it must not close the budget of the thread that happens to run.
+    if ctx_small(ctx.as_ptr(), config().dio_done_aio, 1).is_some_and(|aio| aio != 0) {
+        return 0;
+    }
     let (_, tid) = current_ids();
     let _ = DIO_BUDGET.remove(tid);
     0

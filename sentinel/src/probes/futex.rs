@@ -84,13 +84,13 @@ pub fn configure(cx: &mut Configurator) {
 mod nr {
     pub const FUTEX: u64 = 202;
     pub const FUTEX_WAITV: u64 = 449;
-    pub const FUTEX_WAIT: u64 = 454;
+    pub const FUTEX_WAIT: u64 = 455;
 }
 #[cfg(target_arch = "aarch64")]
 mod nr {
     pub const FUTEX: u64 = 98;
     pub const FUTEX_WAITV: u64 = 449;
-    pub const FUTEX_WAIT: u64 = 454;
+    pub const FUTEX_WAIT: u64 = 455;
 }
 
 /// A thread found blocked in a futex wait via /proc.

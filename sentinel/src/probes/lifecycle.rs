@@ -29,10 +29,17 @@ pub const SPEC: ProbeSpec = ProbeSpec {
 
 pub fn configure(cx: &mut Configurator) {
     cx.tracepoint("sched", "sched_process_exit", |f, c| {
-        // Absent before 6.x: the program then treats the leader's exit as
-        // the process's.
+        // Since 6.16; older kernels read `signal->live` through BTF.
         c.exit_group_dead =
             super::need_field(f, "group_dead", &[1]).unwrap_or(sentinel_common::NONE);
         Ok(())
     });
+    // Used by every probe that creates a process entry, and by the exit
+    // fallback; without BTF both degrade (see the eBPF `util.rs`).
+    if let Some(btf) = cx.btf {
+        let none = sentinel_common::NONE;
+        cx.cfg.task_flags = btf.member_offset("task_struct", "flags").unwrap_or(none);
+        cx.cfg.task_signal = btf.member_offset("task_struct", "signal").unwrap_or(none);
+        cx.cfg.signal_live = btf.member_offset("signal_struct", "live").unwrap_or(none);
+    }
 }

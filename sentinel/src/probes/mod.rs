@@ -110,8 +110,16 @@ pub struct Configurator<'a> {
 
 impl<'a> Configurator<'a> {
     pub fn new(tracefs: &'a Tracefs, btf: Option<&'a Btf>) -> Self {
+        let mut cfg = Config::unset();
+        // SAFETY: sysconf has no preconditions.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        if page > 0 {
+            cfg.page_shift = (page as u64).trailing_zeros();
+        }
+        cfg.rss_granule_pages =
+            (sentinel_common::RSS_GRANULE_BYTES >> cfg.page_shift).max(1) as u32;
         Configurator {
-            cfg: Config::unset(),
+            cfg,
             tracefs,
             btf,
             unusable: HashMap::new(),
@@ -363,39 +371,50 @@ impl<'a> Attacher<'a> {
         if let Some(why) = self.failed_load.get(p.program) {
             return Err(why.clone());
         }
-        let already = self.loaded.contains(p.program);
+        if !self.loaded.contains(p.program) {
+            // Recorded before anything can return: a program attached to
+            // several tracepoints is verified once, failing or not.
+            if let Err(why) = self.load(p) {
+                self.failed_load.insert(p.program, why.clone());
+                return Err(why);
+            }
+            self.loaded.insert(p.program);
+        }
         let prog = self
             .ebpf
             .program_mut(p.program)
             .ok_or_else(|| format!("program {} missing from the object", p.program))?;
-        let res = if p.btf {
-            let btf = self
-                .kernel_btf
-                .as_ref()
-                .ok_or_else(|| self.kernel_btf_err.clone().unwrap_or_default())?;
+        if p.btf {
             let tp: &mut BtfTracePoint = prog.try_into().map_err(|e| format!("{e}"))?;
-            if !already {
-                tp.load(p.name, btf).map_err(|e| load_error(&e))?;
-            }
             tp.attach()
                 .map(|id| Link::Btf(p.program, id))
                 .map_err(|e| format!("attach: {}", chain(&e)))
         } else {
             let tp: &mut TracePoint = prog.try_into().map_err(|e| format!("{e}"))?;
-            if !already {
-                tp.load().map_err(|e| load_error(&e))?;
-            }
             tp.attach(p.category, p.name)
                 .map(|id| Link::Tp(p.program, id))
                 .map_err(|e| format!("attach: {}", chain(&e)))
-        };
-        self.loaded.insert(p.program);
-        if let Err(e) = &res {
-            if !already && e.starts_with("load") {
-                self.failed_load.insert(p.program, e.clone());
-            }
         }
-        res
+    }
+
+    /// Loads (verifies) a program; any error is why it cannot be used on
+    /// this kernel.
+    fn load(&mut self, p: &ProgSpec) -> Result<(), String> {
+        let prog = self
+            .ebpf
+            .program_mut(p.program)
+            .ok_or_else(|| format!("program {} missing from the object", p.program))?;
+        if p.btf {
+            let btf = self
+                .kernel_btf
+                .as_ref()
+                .ok_or_else(|| self.kernel_btf_err.clone().unwrap_or_default())?;
+            let tp: &mut BtfTracePoint = prog.try_into().map_err(|e| format!("{e}"))?;
+            tp.load(p.name, btf).map_err(|e| load_error(&e))
+        } else {
+            let tp: &mut TracePoint = prog.try_into().map_err(|e| format!("{e}"))?;
+            tp.load().map_err(|e| load_error(&e))
+        }
     }
 
     fn detach(&mut self, links: Vec<Link>) {
@@ -443,5 +462,36 @@ fn load_error(e: &aya::programs::ProgramError) -> String {
             lines[0],
             lines[lines.len() - 3..].join(" | ")
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tracefs::parse_format;
+
+    #[test]
+    fn need_field_checks_size_and_reach() {
+        let f = parse_format(
+            "\tfield:int member;\toffset:16;\tsize:4;\tsigned:1;\n\
+             \tfield:char rwbs[10];\toffset:34;\tsize:10;\tsigned:0;\n\
+             \tfield:u64 far;\toffset:128;\tsize:8;\tsigned:0;\n\
+             \tfield:u32 odd;\toffset:18;\tsize:4;\tsigned:0;\n",
+        );
+        assert_eq!(need_field(&f, "member", &[4]), Ok(16));
+        assert!(
+            need_field(&f, "member", &[8])
+                .unwrap_err()
+                .contains("has size 4"),
+            "a size change counts as missing"
+        );
+        assert!(
+            need_field(&f, "nope", &[4])
+                .unwrap_err()
+                .contains("missing")
+        );
+        assert_eq!(need_field(&f, "rwbs", &[8, 10]), Ok(34));
+        assert!(need_field(&f, "far", &[8]).unwrap_err().contains("beyond"));
+        assert!(need_field(&f, "odd", &[4]).unwrap_err().contains("beyond"));
     }
 }

@@ -39,12 +39,21 @@ pub fn configure(cx: &mut Configurator) {
             cx.cfg.mm_rss_stat = rss_stat;
             cx.cfg.pcpu_counter_size = size;
             cx.cfg.pcpu_counter_count = count;
+            // Without CONFIG_MEMCG there is no owner: updates from other
+            // contexts are then skipped (the owner's next change corrects).
+            if let Some(btf) = cx.btf {
+                cx.cfg.mm_owner = btf
+                    .member_offset("mm_struct", "owner")
+                    .unwrap_or(sentinel_common::NONE);
+                cx.cfg.task_tgid = btf
+                    .member_offset("task_struct", "tgid")
+                    .unwrap_or(sentinel_common::NONE);
+            }
         }
         Some(Err(why)) => cx.unusable("rss_stat_btf".into(), why),
         None => cx.unusable("rss_stat_btf".into(), "no kernel BTF".into()),
     }
     cx.tracepoint("kmem", "rss_stat", |f, c| {
-        c.rss_mm_id = need_field(f, "mm_id", &[4])?;
         // `curr` is a bool on some kernels: the program reads 4 bytes, so
         // only accept the 4-byte layout.
         c.rss_curr = need_field(f, "curr", &[4])?;

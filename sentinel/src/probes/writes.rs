@@ -58,13 +58,6 @@ pub const SPEC: ProbeSpec = ProbeSpec {
 };
 
 pub fn configure(cx: &mut Configurator) {
-    // SAFETY: sysconf has no preconditions.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    cx.cfg.page_shift = if page > 0 {
-        (page as u64).trailing_zeros()
-    } else {
-        12
-    };
     match cx.btf.map(folio_layout) {
         Some(Ok((flags, flags1, head))) => {
             cx.cfg.folio_flags = flags;
@@ -74,6 +67,11 @@ pub fn configure(cx: &mut Configurator) {
         Some(Err(why)) => cx.unusable("dirty_folio_btf".into(), why),
         None => cx.unusable("dirty_folio_btf".into(), "no kernel BTF".into()),
     }
+    cx.tracepoint("iomap", "iomap_dio_complete", |f, c| {
+        // Absent on older kernels: every completion then closes the budget.
+        c.dio_done_aio = need_field(f, "aio", &[1]).unwrap_or(sentinel_common::NONE);
+        Ok(())
+    });
     cx.tracepoint("iomap", "iomap_dio_rw_begin", |f, c| {
         c.dio_count = need_field(f, "count", &[8])?;
         Ok(())
