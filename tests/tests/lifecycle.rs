@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use anyhow::{Result, ensure};
 use sentinel_tests::workload::field;
-use sentinel_tests::{Snapshot, TestCgroup, Workload, brief, require_root, serial, workload_bin};
+use sentinel_tests::{
+    ScratchDir, Snapshot, TestCgroup, Workload, brief, require_root, serial, skip, workload_bin,
+};
 
 /// ~3000 fork+_exit children and 300 fork+exec(/bin/true) inside a window:
 /// the procs map ends where it started (+64), and the cgroup counts them.
@@ -46,6 +48,56 @@ fn fork_storm_is_folded_and_does_not_grow_procs_map() -> Result<()> {
     ensure!(
         c.exited_processes >= FORKS,
         "expected exited_processes >= {FORKS} for cgroup {} ({FORKS} fork+_exit and {EXECS} fork+exec children exited in the window), got {}; cgroup: {}",
+        cg.path(),
+        c.exited_processes,
+        brief(c)
+    );
+    Ok(())
+}
+
+/// Processes that still write while they exit (ext4 flushes an O_TRUNC
+/// rewritten file when the exiting process releases it) must not leave
+/// entries behind: the map would fill on a long-running host.
+#[test]
+fn writes_during_exit_do_not_leak_procs_entries() -> Result<()> {
+    let _serial = serial();
+    require_root!();
+    const WRITERS: u64 = 200;
+    let Some(dir) = ScratchDir::on_disk("exitwriters")? else {
+        skip!("no disk-backed scratch directory: the late flush happens only on a real filesystem");
+    };
+    let cg = TestCgroup::new("exitwriters")?;
+    let mut w = Workload::spawn(
+        workload_bin!(),
+        &[
+            "exit-writers",
+            &dir.path().to_string_lossy(),
+            &WRITERS.to_string(),
+        ],
+        &cg,
+    )?;
+    w.expect("ready", Duration::from_secs(60))?;
+    let mut snap = Snapshot::for_cgroup(&cg, Duration::from_secs(8))?;
+    w.go()?;
+    let done = w.expect("done", Duration::from_secs(120))?;
+    ensure!(
+        field(&done, "failures")? == 0,
+        "test setup: some writers failed: {done}"
+    );
+    snap.ensure_observing("the writers exited")?;
+    let report = snap.finish()?;
+    let procs = report.map("procs")?;
+    ensure!(
+        procs.end < procs.start + WRITERS / 4,
+        "expected maps.procs to stay near its start after {WRITERS} processes exited mid-write, got start {} end {}; drops: {}",
+        procs.start,
+        procs.end,
+        brief(&report.drops)
+    );
+    let c = report.cgroup(&cg.path())?;
+    ensure!(
+        c.exited_processes >= WRITERS,
+        "expected exited_processes >= {WRITERS} for cgroup {}, got {}; cgroup: {}",
         cg.path(),
         c.exited_processes,
         brief(c)

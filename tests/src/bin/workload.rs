@@ -35,6 +35,7 @@ fn main() {
         ["buffered-write", path, mib] => write_file(path, parse(mib), false),
         ["oom", mib] => oom(parse(mib)),
         ["forkstorm", forks, execs] => forkstorm(parse(forks), parse(execs)),
+        ["exit-writers", dir, n] => exit_writers(dir, parse(n)),
         ["idle"] => {
             say("ready");
             wait_go();
@@ -341,5 +342,50 @@ fn forkstorm(forks: usize, execs: usize) {
     say(&format!(
         "done forks={forks} execs={execs} failures={failures}"
     ));
+    linger()
+}
+
+/// Children that rewrite an existing file through O_TRUNC and exit without
+/// closing it: ext4 flushes such a file when it is released, which happens
+/// during exit, after the process's exit was traced. Those late writes must
+/// not re-create the process's map entry.
+fn exit_writers(dir: &str, n: usize) {
+    let data = vec![b'x'; 64 * 1024];
+    let paths: Vec<CString> = (0..n)
+        .map(|i| CString::new(format!("{dir}/f{i}")).expect("no NUL in path"))
+        .collect();
+    for p in &paths {
+        let path = p.to_str().unwrap_or_default();
+        if let Err(e) = std::fs::write(path, &data) {
+            die(&format!("writing {path}: {e}"));
+        }
+    }
+    say("ready");
+    wait_go();
+    let mut failures = 0;
+    for p in &paths {
+        // SAFETY: single-threaded; the child calls only async-signal-safe
+        // functions on memory that existed before the fork.
+        match unsafe { libc::fork() } {
+            -1 => die(&format!("fork: {}", errno())),
+            0 => unsafe {
+                let fd = libc::open(p.as_ptr(), libc::O_WRONLY | libc::O_TRUNC);
+                if fd < 0 {
+                    libc::_exit(1);
+                }
+                libc::write(fd, data.as_ptr().cast(), data.len());
+                libc::_exit(0);
+            },
+            pid => {
+                let mut status = 0;
+                // SAFETY: reaping our own child.
+                let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+                if r != pid || !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
+                    failures += 1;
+                }
+            }
+        }
+    }
+    say(&format!("done writers={n} failures={failures}"));
     linger()
 }
