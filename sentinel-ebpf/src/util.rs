@@ -6,6 +6,7 @@ use aya_ebpf::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
         bpf_get_current_task_btf, bpf_ktime_get_ns,
     },
+    maps::HashMap,
 };
 use sentinel_common::{Counter, NONE, ProcStats, RSS_MEMBERS};
 
@@ -95,16 +96,10 @@ fn create_proc(tgid: u32) -> Option<*mut ProcStats> {
     // process (closing files, flushing, releasing its mm): creating the
     // entry again would leak it, since no exit follows.
     if current_is_exiting() {
-        count(sentinel_common::Counter::LateEvents);
+        count(Counter::LateEvents);
         return None;
     }
-    // NOEXIST: another CPU may have created it meanwhile; that is fine.
-    if PROCS.insert(tgid, &EMPTY, BPF_NOEXIST as u64).is_err() && PROCS.get_ptr_mut(tgid).is_none()
-    {
-        count(sentinel_common::Counter::ProcsFull);
-        return None;
-    }
-    let p = PROCS.get_ptr_mut(tgid)?;
+    let p = get_or_insert(&PROCS, &tgid, &EMPTY, Counter::ProcsFull)?;
     unsafe {
         (*p).cgroup_id = bpf_get_current_cgroup_id();
         (*p).created_ns = bpf_ktime_get_ns();
@@ -113,6 +108,26 @@ fn create_proc(tgid: u32) -> Option<*mut ProcStats> {
         }
     }
     Some(p)
+}
+
+/// The entry for `key`, inserted from `init` when absent. Another CPU may
+/// insert it between the lookup and the insert (NOEXIST then fails, which is
+/// fine); a full map is counted as `full`.
+#[inline(always)]
+pub fn get_or_insert<K, V>(
+    map: &HashMap<K, V>,
+    key: &K,
+    init: &V,
+    full: Counter,
+) -> Option<*mut V> {
+    if let Some(v) = map.get_ptr_mut(key) {
+        return Some(v);
+    }
+    if map.insert(key, init, BPF_NOEXIST as u64).is_err() && map.get_ptr_mut(key).is_none() {
+        count(full);
+        return None;
+    }
+    map.get_ptr_mut(key)
 }
 
 /// Whether the current task has `PF_EXITING` set (false when BTF gave no

@@ -7,7 +7,7 @@
 //! them to the process that dirtied the pages instead.
 use aya_ebpf::{
     EbpfContext,
-    bindings::{BPF_ANY, BPF_NOEXIST},
+    bindings::BPF_ANY,
     helpers::bpf_ktime_get_ns,
     macros::{map, tracepoint},
     maps::{HashMap, LruHashMap},
@@ -20,7 +20,10 @@ use sentinel_common::{
 use crate::{
     config,
     maps::{DIO_BUDGET, PROCS},
-    util::{add, add32, count, ctx_small, current_ids, current_proc_refresh, field_u32, field_u64},
+    util::{
+        add, add32, count, ctx_small, current_ids, current_proc_refresh, field_u32, field_u64,
+        get_or_insert,
+    },
 };
 
 #[map(name = "DEVICES")]
@@ -38,7 +41,7 @@ static BIO_INFLIGHT: LruHashMap<IoKey, BioStart> = LruHashMap::with_max_entries(
 #[map(name = "IO_INFLIGHT")]
 static IO_INFLIGHT: LruHashMap<IoKey, u64> = LruHashMap::with_max_entries(MAX_IO_INFLIGHT, 0);
 
-const ZERO_DEV: DevStats = DevStats {
+static ZERO_DEV: DevStats = DevStats {
     read_bytes: 0,
     read_ops: 0,
     write_bytes: 0,
@@ -50,16 +53,7 @@ const ZERO_DEV: DevStats = DevStats {
 
 #[inline(always)]
 fn device(dev: u32) -> Option<*mut DevStats> {
-    if let Some(d) = DEVICES.get_ptr_mut(dev) {
-        return Some(d);
-    }
-    if DEVICES.insert(dev, ZERO_DEV, BPF_NOEXIST as u64).is_err()
-        && DEVICES.get_ptr_mut(dev).is_none()
-    {
-        count(Counter::DevicesFull);
-        return None;
-    }
-    DEVICES.get_ptr_mut(dev)
+    get_or_insert(&DEVICES, &dev, &ZERO_DEV, Counter::DevicesFull)
 }
 
 /// `Some(true)` for a data write, `Some(false)` for a read, from the rwbs

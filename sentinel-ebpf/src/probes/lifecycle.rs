@@ -3,7 +3,6 @@
 //! long-running host.
 use aya_ebpf::{
     EbpfContext,
-    bindings::BPF_NOEXIST,
     helpers::{bpf_get_current_comm, bpf_get_current_task_btf},
     macros::tracepoint,
     programs::TracePointContext,
@@ -14,7 +13,23 @@ use crate::{
     config,
     maps::{CGROUPS, DIO_BUDGET, PROCS},
     probes::{faults::flush_exiting, futex::forget_thread},
-    util::{add, add32, count, ctx_small, current_ids, current_proc_refresh},
+    util::{add, add32, count, ctx_small, current_ids, current_proc_refresh, get_or_insert},
+};
+
+static ZERO_CGROUP: CgroupStats = CgroupStats {
+    faults: 0,
+    futex_waits: 0,
+    futex_wait_ns: 0,
+    read_bytes: 0,
+    read_ops: 0,
+    blk_write_bytes: 0,
+    write_ops: 0,
+    direct_write_bytes: 0,
+    dirtied_bytes: 0,
+    exited: 0,
+    io_done: 0,
+    io_lat_ns: 0,
+    io_lat_hist: [0; IO_HIST_BUCKETS],
 };
 
 #[tracepoint(category = "sched", name = "sched_process_exec")]
@@ -52,17 +67,7 @@ pub fn process_exit_tp(ctx: TracePointContext) -> u32 {
         return 0;
     };
     let cg = unsafe { (*p).cgroup_id };
-    let mut c = CGROUPS.get_ptr_mut(cg);
-    if c.is_none() {
-        if CGROUPS
-            .insert(cg, CgroupStats::default(), BPF_NOEXIST as u64)
-            .is_err()
-            && CGROUPS.get_ptr_mut(cg).is_none()
-        {
-            count(Counter::CgroupsFull);
-        }
-        c = CGROUPS.get_ptr_mut(cg);
-    }
+    let c = get_or_insert(&CGROUPS, &cg, &ZERO_CGROUP, Counter::CgroupsFull);
     if let Some(c) = c {
         unsafe {
             add(&raw mut (*c).faults, (*p).faults);
