@@ -8,7 +8,7 @@ use aya_ebpf::{
     },
     maps::HashMap,
 };
-use sentinel_common::{Counter, NONE, ProcStats, RSS_MEMBERS};
+use sentinel_common::{Counter, NONE, ProcStats};
 
 use crate::maps::{COUNTERS, PROCS};
 
@@ -47,28 +47,8 @@ pub fn current_ids() -> (u32, u32) {
 
 /// Zeroed template in `.rodata`: inserting from it keeps the ~450-byte
 /// value off the 512-byte BPF stack.
-static EMPTY: ProcStats = ProcStats {
-    cgroup_id: 0,
-    faults: 0,
-    rss: [0; RSS_MEMBERS],
-    rss_known: 0,
-    _pad: 0,
-    created_ns: 0,
-    futex_waits: 0,
-    futex_wait_ns: 0,
-    futex_wait_max_ns: 0,
-    read_bytes: 0,
-    read_ops: 0,
-    blk_write_bytes: 0,
-    write_ops: 0,
-    direct_write_bytes: 0,
-    dirtied_bytes: 0,
-    io_done: 0,
-    io_lat_ns: 0,
-    comm: [0; 16],
-    futex_hist: [0; sentinel_common::HIST_BUCKETS],
-    io_lat_hist: [0; sentinel_common::IO_HIST_BUCKETS],
-};
+// SAFETY: plain integers and arrays of them: all-zero is a valid value.
+static EMPTY: ProcStats = unsafe { core::mem::zeroed() };
 
 /// The current process's stats, created on first use. The cgroup id is
 /// recorded at creation only: the hot probes (faults, RSS) skip the helper

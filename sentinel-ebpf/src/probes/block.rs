@@ -41,15 +41,8 @@ static BIO_INFLIGHT: LruHashMap<IoKey, BioStart> = LruHashMap::with_max_entries(
 #[map(name = "IO_INFLIGHT")]
 static IO_INFLIGHT: LruHashMap<IoKey, u64> = LruHashMap::with_max_entries(MAX_IO_INFLIGHT, 0);
 
-static ZERO_DEV: DevStats = DevStats {
-    read_bytes: 0,
-    read_ops: 0,
-    write_bytes: 0,
-    write_ops: 0,
-    lat_ns_total: 0,
-    completed: 0,
-    lat_hist: [0; IO_HIST_BUCKETS],
-};
+// SAFETY: plain integers and arrays of them: all-zero is a valid value.
+static ZERO_DEV: DevStats = unsafe { core::mem::zeroed() };
 
 #[inline(always)]
 fn device(dev: u32) -> Option<*mut DevStats> {

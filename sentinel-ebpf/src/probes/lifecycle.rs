@@ -16,21 +16,8 @@ use crate::{
     util::{add, add32, count, ctx_small, current_ids, current_proc_refresh, get_or_insert},
 };
 
-static ZERO_CGROUP: CgroupStats = CgroupStats {
-    faults: 0,
-    futex_waits: 0,
-    futex_wait_ns: 0,
-    read_bytes: 0,
-    read_ops: 0,
-    blk_write_bytes: 0,
-    write_ops: 0,
-    direct_write_bytes: 0,
-    dirtied_bytes: 0,
-    exited: 0,
-    io_done: 0,
-    io_lat_ns: 0,
-    io_lat_hist: [0; IO_HIST_BUCKETS],
-};
+// SAFETY: plain integers and arrays of them: all-zero is a valid value.
+static ZERO_CGROUP: CgroupStats = unsafe { core::mem::zeroed() };
 
 #[tracepoint(category = "sched", name = "sched_process_exec")]
 pub fn process_exec_tp(_ctx: TracePointContext) -> u32 {
