@@ -114,8 +114,10 @@ pub struct Config {
     /// on kernels whose exit tracepoint has no `group_dead`.
     pub task_signal: u32,
     pub signal_live: u32,
+    /// `pt_regs.sp`: the user stack pointer, read through `bpf_task_pt_regs`.
+    pub regs_sp: u32,
 }
-const _: () = assert!(size_of::<Config>() == 44 * 4);
+const _: () = assert!(size_of::<Config>() == 45 * 4);
 
 impl Config {
     pub const fn unset() -> Self {
@@ -164,6 +166,7 @@ impl Config {
             task_flags: NONE,
             task_signal: NONE,
             signal_live: NONE,
+            regs_sp: NONE,
         }
     }
 }
@@ -303,7 +306,9 @@ pub const WAIT_SEEDED: u32 = 1;
 pub const WAIT_OWNER_PI: u32 = 2;
 pub const WAIT_OWNER_READ: u32 = 4;
 
-/// One thread blocked in a futex wait right now, keyed by tid.
+/// A thread's futex wait, keyed by tid. The entry outlives the wait (it is
+/// removed when the thread exits): `start_ns == 0` means "not waiting now",
+/// and the last stack stays available for reuse by the next wait.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct FutexWait {
@@ -319,8 +324,12 @@ pub struct FutexWait {
     pub stack_id: i32,
     pub flags: u32,
     pub _pad: u32,
+    /// The user stack pointer at the wait: with the same futex address, an
+    /// equal stack pointer means the same call path, so its stack is reused
+    /// instead of walked again.
+    pub user_sp: u64,
 }
-const _: () = assert!(size_of::<FutexWait>() == 40);
+const _: () = assert!(size_of::<FutexWait>() == 48);
 
 /// Per block device (`dev_t` as the kernel encodes it: major << 20 | minor).
 #[repr(C)]

@@ -139,7 +139,11 @@ pub fn sample(ebpf: &Ebpf) -> Result<Sample> {
         mono_ns,
         procs,
         cgroups,
-        waits: read_hash(ebpf, maps::FUTEX_WAITS)?,
+        // Entries outlive their waits (see `FutexWait`): keep the live ones.
+        waits: read_hash::<u32, FutexWait>(ebpf, maps::FUTEX_WAITS)?
+            .into_iter()
+            .filter(|(_, w)| w.start_ns != 0)
+            .collect(),
         devices: read_hash(ebpf, maps::DEVICES)?,
         counters,
         fill: MapCounts {

@@ -8,14 +8,14 @@
 use aya_ebpf::{
     EbpfContext,
     bindings::{BPF_ANY, BPF_F_FAST_STACK_CMP, BPF_F_USER_STACK},
-    helpers::{bpf_ktime_get_ns, bpf_probe_read_user},
+    helpers::{bpf_get_current_task_btf, bpf_ktime_get_ns, bpf_probe_read_user, bpf_task_pt_regs},
     macros::{map, tracepoint},
     maps::{HashMap, StackTrace},
     programs::{TracePointContext, tracing::StackIdContext},
 };
 use sentinel_common::{
-    Counter, FutexWait, HIST_BUCKETS, MAX_FUTEX_WAITS, MAX_STACKS, WAIT_OWNER_PI, WAIT_OWNER_READ,
-    futex_op, log2_bucket,
+    Counter, FutexWait, HIST_BUCKETS, MAX_FUTEX_WAITS, MAX_STACKS, NONE, WAIT_OWNER_PI,
+    WAIT_OWNER_READ, futex_op, log2_bucket,
 };
 
 use crate::{
@@ -56,27 +56,67 @@ fn begin_wait(ctx: &TracePointContext, uaddr: u64, op: u32) {
             Err(_) => count(Counter::OwnerReadFail),
         }
     }
-    let stack_id = match ctx.get_stackid(&STACKS, (BPF_F_USER_STACK | BPF_F_FAST_STACK_CMP) as u64)
-    {
+    let sp = user_sp();
+    let now = unsafe { bpf_ktime_get_ns() };
+    if let Some(w) = FUTEX_WAITS.get_ptr_mut(tid) {
+        // Walking the user stack is most of this probe's cost. A thread
+        // waiting again on the same futex from the same stack depth is on
+        // the same call path (a lock in a loop): reuse its last stack.
+        let reuse =
+            unsafe { sp != 0 && (*w).uaddr == uaddr && (*w).user_sp == sp && (*w).stack_id >= 0 };
+        unsafe {
+            if !reuse {
+                (*w).stack_id = capture_stack(ctx);
+                (*w).user_sp = sp;
+            }
+            (*w).uaddr = uaddr;
+            (*w).tgid = tgid;
+            (*w).op = op;
+            (*w).owner_tid = owner;
+            (*w).flags = flags;
+            (*w).start_ns = now;
+        }
+        return;
+    }
+    let w = FutexWait {
+        start_ns: now,
+        uaddr,
+        tgid,
+        op,
+        owner_tid: owner,
+        stack_id: capture_stack(ctx),
+        flags,
+        _pad: 0,
+        user_sp: sp,
+    };
+    if FUTEX_WAITS.insert(tid, w, BPF_ANY as u64).is_err() {
+        count(Counter::FutexWaitsFull);
+    }
+}
+
+#[inline(always)]
+fn capture_stack(ctx: &TracePointContext) -> i32 {
+    match ctx.get_stackid(&STACKS, (BPF_F_USER_STACK | BPF_F_FAST_STACK_CMP) as u64) {
         Ok(id) => id as i32,
         Err(_) => {
             count(Counter::StackFail);
             -1
         }
-    };
-    let w = FutexWait {
-        start_ns: unsafe { bpf_ktime_get_ns() },
-        uaddr,
-        tgid,
-        op,
-        owner_tid: owner,
-        stack_id,
-        flags,
-        _pad: 0,
-    };
-    if FUTEX_WAITS.insert(tid, w, BPF_ANY as u64).is_err() {
-        count(Counter::FutexWaitsFull);
     }
+}
+
+/// The thread's user stack pointer (saved at syscall entry), 0 if unknown.
+#[inline(always)]
+fn user_sp() -> u64 {
+    let off = config().regs_sp;
+    if off == NONE {
+        return 0;
+    }
+    let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as *const u8;
+    if regs.is_null() {
+        return 0;
+    }
+    unsafe { core::ptr::read_volatile(regs.add(off as usize).cast::<u64>()) }
 }
 
 #[tracepoint(category = "syscalls", name = "sys_enter_futex")]
@@ -126,12 +166,15 @@ pub fn futex_waitv_enter_tp(ctx: TracePointContext) -> u32 {
 #[tracepoint(category = "syscalls", name = "sys_exit_futex")]
 pub fn futex_exit_tp(_ctx: TracePointContext) -> u32 {
     let (tgid, tid) = current_ids();
-    let Some(w) = FUTEX_WAITS.get_ptr(tid) else {
+    let Some(w) = FUTEX_WAITS.get_ptr_mut(tid) else {
         return 0;
     };
-    count(Counter::FutexExit);
     let start = unsafe { (*w).start_ns };
-    let _ = FUTEX_WAITS.remove(tid);
+    if start == 0 {
+        return 0; // a wake, or another op that did not wait
+    }
+    count(Counter::FutexExit);
+    unsafe { (*w).start_ns = 0 };
     let d = unsafe { bpf_ktime_get_ns() }.saturating_sub(start);
     let Some(p) = current_proc_refresh(tgid) else {
         return 0;

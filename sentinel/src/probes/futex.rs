@@ -65,6 +65,12 @@ pub const SPEC: ProbeSpec = ProbeSpec {
 };
 
 pub fn configure(cx: &mut Configurator) {
+    // Lets the probe reuse a thread's last stack for a wait from the same
+    // place; without it every wait walks the user stack.
+    cx.cfg.regs_sp = cx
+        .btf
+        .and_then(|b| b.member_offset("pt_regs", "sp"))
+        .unwrap_or(sentinel_common::NONE);
     cx.tracepoint("syscalls", "sys_enter_futex", |f, c| {
         c.futex_uaddr = need_field(f, "uaddr", &[8])?;
         c.futex_op = need_field(f, "op", &[8])?;
@@ -170,7 +176,7 @@ pub fn seed_blocked(waits: &mut BpfHashMap<&mut MapData, u32, FutexWait>, now_ns
             let Some(w) = parse_syscall_line(&line) else {
                 continue;
             };
-            if waits.get(&tid, 0).is_ok() {
+            if waits.get(&tid, 0).is_ok_and(|w| w.start_ns != 0) {
                 continue;
             }
             let mem = mem.get_or_insert_with(|| fs::File::open(p.path().join("mem")).ok());
@@ -183,6 +189,7 @@ pub fn seed_blocked(waits: &mut BpfHashMap<&mut MapData, u32, FutexWait>, now_ns
                 stack_id: -1,
                 flags: WAIT_SEEDED,
                 _pad: 0,
+                user_sp: 0,
             };
             if let Some(mem) = mem.as_ref() {
                 if w.op == futex_op::WAITV {
