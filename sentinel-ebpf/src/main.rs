@@ -9,6 +9,7 @@
 #![feature(core_intrinsics)]
 #![feature(asm_experimental_arch)]
 
+mod cgroups;
 mod maps;
 mod probes;
 mod util;

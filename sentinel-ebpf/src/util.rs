@@ -62,11 +62,17 @@ pub fn current_proc(tgid: u32) -> Option<*mut ProcStats> {
 }
 
 /// As [`current_proc`], and re-reads the cgroup id, so a process moved to
-/// another cgroup is charged there from its next I/O, wait or exec on.
+/// another cgroup is charged there from its next I/O, wait or exec on
+/// (its history stays with the old cgroup, see `cgroups::migrate`).
 #[inline(always)]
 pub fn current_proc_refresh(tgid: u32) -> Option<*mut ProcStats> {
     let p = current_proc(tgid)?;
-    unsafe { (*p).cgroup_id = bpf_get_current_cgroup_id() };
+    let cg = unsafe { bpf_get_current_cgroup_id() };
+    let old = unsafe { (*p).cgroup_id };
+    if old != cg {
+        crate::cgroups::migrate(p, old, cg);
+        unsafe { (*p).cgroup_id = cg };
+    }
     Some(p)
 }
 

@@ -226,22 +226,26 @@ fn oom_kill(
 /// A cgroup's cumulative totals in one sample: exited members (folded in
 /// kernel) plus the live ones.
 fn cgroup_totals(s: &Sample) -> HashMap<u64, CgroupStats> {
+    // Wrapping: the kernel debits a cgroup a process moved into by that
+    // process's earlier counters (see the eBPF `cgroups.rs`), so a cgroup
+    // entry alone can be "negative"; only its sum with the live processes
+    // is a count.
     let mut t = s.cgroups.clone();
     for p in s.procs.values() {
         let c = t.entry(p.cgroup_id).or_default();
-        c.faults += p.faults;
-        c.futex_waits += p.futex_waits;
-        c.futex_wait_ns += p.futex_wait_ns;
-        c.read_bytes += p.read_bytes;
-        c.read_ops += p.read_ops;
-        c.blk_write_bytes += p.blk_write_bytes;
-        c.write_ops += p.write_ops;
-        c.direct_write_bytes += p.direct_write_bytes;
-        c.dirtied_bytes += p.dirtied_bytes;
-        c.io_done += p.io_done;
-        c.io_lat_ns += p.io_lat_ns;
+        c.faults = c.faults.wrapping_add(p.faults);
+        c.futex_waits = c.futex_waits.wrapping_add(p.futex_waits);
+        c.futex_wait_ns = c.futex_wait_ns.wrapping_add(p.futex_wait_ns);
+        c.read_bytes = c.read_bytes.wrapping_add(p.read_bytes);
+        c.read_ops = c.read_ops.wrapping_add(p.read_ops);
+        c.blk_write_bytes = c.blk_write_bytes.wrapping_add(p.blk_write_bytes);
+        c.write_ops = c.write_ops.wrapping_add(p.write_ops);
+        c.direct_write_bytes = c.direct_write_bytes.wrapping_add(p.direct_write_bytes);
+        c.dirtied_bytes = c.dirtied_bytes.wrapping_add(p.dirtied_bytes);
+        c.io_done = c.io_done.wrapping_add(p.io_done);
+        c.io_lat_ns = c.io_lat_ns.wrapping_add(p.io_lat_ns);
         for (h, v) in c.io_lat_hist.iter_mut().zip(p.io_lat_hist.iter()) {
-            *h += v;
+            *h = h.wrapping_add(*v);
         }
     }
     t
@@ -738,6 +742,42 @@ mod tests {
         };
         let d = cgroup_delta(cgroup_totals(&start).get(&42), &cgroup_totals(&end)[&42]);
         assert_eq!((d.faults, d.exited), (50, 1));
+    }
+
+    #[test]
+    fn a_move_leaves_history_with_the_old_cgroup() {
+        // Start: process 7 in cgroup 42 with 100 faults.
+        let mut p = proc(100, 0);
+        p.cgroup_id = 42;
+        let start = Sample {
+            mono_ns: 0,
+            procs: HashMap::from([(7, p)]),
+            cgroups: HashMap::new(),
+            waits: HashMap::new(),
+            devices: HashMap::new(),
+            counters: [0; sentinel_common::NUM_COUNTERS as usize],
+            fill: collect::MapCounts::default(),
+        };
+        // It faulted 20 more in 42, moved to 43 (the kernel credited 42 with
+        // 120 and debited 43 by 120), then faulted 30 more there.
+        let mut moved = proc(150, 0);
+        moved.cgroup_id = 43;
+        let credit = CgroupStats {
+            faults: 120,
+            ..Default::default()
+        };
+        let debit = CgroupStats {
+            faults: 120u64.wrapping_neg(),
+            ..Default::default()
+        };
+        let end = Sample {
+            procs: HashMap::from([(7, moved)]),
+            cgroups: HashMap::from([(42, credit), (43, debit)]),
+            ..start_clone(&start)
+        };
+        let (a, b) = (cgroup_totals(&start), cgroup_totals(&end));
+        assert_eq!(cgroup_delta(a.get(&42), &b[&42]).faults, 20);
+        assert_eq!(cgroup_delta(a.get(&43), &b[&43]).faults, 30);
     }
 
     fn start_clone(s: &Sample) -> Sample {

@@ -2,10 +2,10 @@
 
 use std::time::Duration;
 
-use anyhow::{Result, ensure};
+use anyhow::{Context, Result, ensure};
 use sentinel_tests::workload::field;
 use sentinel_tests::{
-    ScratchDir, Snapshot, TestCgroup, Workload, brief, pct, require_root, serial, skip,
+    MIB, ScratchDir, Snapshot, TestCgroup, Workload, brief, pct, require_root, serial, skip,
     workload_bin,
 };
 
@@ -136,5 +136,55 @@ fn buffered_writes_are_charged_to_writer_not_flusher() -> Result<()> {
         pct(r.process_write, r.expected),
         r.process
     );
+    Ok(())
+}
+
+/// A process moved to another cgroup half way leaves what it wrote before
+/// the move charged to the first cgroup, and only the rest to the second.
+#[test]
+fn a_moved_writer_is_charged_per_cgroup() -> Result<()> {
+    let _serial = serial();
+    require_root!();
+    const MIB_PER_PHASE: u64 = 64;
+    let Some(dir) = ScratchDir::on_disk("moved-writer")? else {
+        skip!(
+            "the target dir and /var/tmp are both on tmpfs/ramfs; writes there never reach a disk"
+        );
+    };
+    let file = dir.path().join("data");
+    let first = TestCgroup::new("moved-from")?;
+    let second = TestCgroup::new("moved-to")?;
+    let mut w = Workload::spawn(
+        workload_bin!(),
+        &[
+            "write-phases",
+            &file.to_string_lossy(),
+            &MIB_PER_PHASE.to_string(),
+        ],
+        &first,
+    )?;
+    w.expect("ready", WORK_TIMEOUT)?;
+    // Whole machine: the two cgroups are siblings.
+    let mut snap = Snapshot::start(&[], Duration::from_secs(20))?;
+    w.go()?;
+    w.expect("phase1", WORK_TIMEOUT)?;
+    std::fs::write(second.dir().join("cgroup.procs"), w.pid().to_string())
+        .with_context(|| format!("moving pid {} into {}", w.pid(), second.path()))?;
+    w.go()?;
+    w.expect("done", WORK_TIMEOUT)?;
+    snap.ensure_observing("both write phases finished")?;
+    let report = snap.finish()?;
+    let want = MIB_PER_PHASE * MIB;
+    for cg in [&first, &second] {
+        let c = report.cgroup(&cg.path())?;
+        ensure!(
+            within(c.write_bytes, want, 25),
+            "expected write_bytes within 25% of {want} for {} ({MIB_PER_PHASE} MiB written while the process was in it), got {} ({}); cgroup: {}",
+            cg.path(),
+            c.write_bytes,
+            pct(c.write_bytes, want),
+            brief(c)
+        );
+    }
     Ok(())
 }

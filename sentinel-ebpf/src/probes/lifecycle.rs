@@ -7,17 +7,15 @@ use aya_ebpf::{
     macros::tracepoint,
     programs::TracePointContext,
 };
-use sentinel_common::{CgroupStats, Counter, IO_HIST_BUCKETS, NONE};
+use sentinel_common::{Counter, NONE};
 
 use crate::{
+    cgroups::charge,
     config,
-    maps::{CGROUPS, DIO_BUDGET, PROCS},
+    maps::{DIO_BUDGET, PROCS},
     probes::{faults::flush_exiting, futex::forget_thread},
-    util::{add, add32, count, ctx_small, current_ids, current_proc_refresh, get_or_insert},
+    util::{add, count, ctx_small, current_ids, current_proc_refresh},
 };
-
-// SAFETY: plain integers and arrays of them: all-zero is a valid value.
-static ZERO_CGROUP: CgroupStats = unsafe { core::mem::zeroed() };
 
 #[tracepoint(category = "sched", name = "sched_process_exec")]
 pub fn process_exec_tp(_ctx: TracePointContext) -> u32 {
@@ -54,27 +52,8 @@ pub fn process_exit_tp(ctx: TracePointContext) -> u32 {
         return 0;
     };
     let cg = unsafe { (*p).cgroup_id };
-    let c = get_or_insert(&CGROUPS, &cg, &ZERO_CGROUP, Counter::CgroupsFull);
-    if let Some(c) = c {
-        unsafe {
-            add(&raw mut (*c).faults, (*p).faults);
-            add(&raw mut (*c).futex_waits, (*p).futex_waits);
-            add(&raw mut (*c).futex_wait_ns, (*p).futex_wait_ns);
-            add(&raw mut (*c).read_bytes, (*p).read_bytes);
-            add(&raw mut (*c).read_ops, (*p).read_ops);
-            add(&raw mut (*c).blk_write_bytes, (*p).blk_write_bytes);
-            add(&raw mut (*c).write_ops, (*p).write_ops);
-            add(&raw mut (*c).direct_write_bytes, (*p).direct_write_bytes);
-            add(&raw mut (*c).dirtied_bytes, (*p).dirtied_bytes);
-            add(&raw mut (*c).exited, 1);
-            add(&raw mut (*c).io_done, (*p).io_done);
-            add(&raw mut (*c).io_lat_ns, (*p).io_lat_ns);
-            let mut i = 0;
-            while i < IO_HIST_BUCKETS {
-                add32(&raw mut (*c).io_lat_hist[i], (*p).io_lat_hist[i]);
-                i += 1;
-            }
-        }
+    if let Some(c) = charge(cg, p, false) {
+        add(unsafe { &raw mut (*c).exited }, 1);
     }
     let _ = PROCS.remove(tgid);
     0

@@ -36,6 +36,7 @@ fn main() {
         ["oom", mib] => oom(parse(mib)),
         ["forkstorm", forks, execs] => forkstorm(parse(forks), parse(execs)),
         ["exit-writers", dir, n] => exit_writers(dir, parse(n)),
+        ["write-phases", path, mib] => write_phases(path, parse(mib)),
         ["idle"] => {
             say("ready");
             wait_go();
@@ -387,5 +388,31 @@ fn exit_writers(dir: &str, n: usize) {
         }
     }
     say(&format!("done writers={n} failures={failures}"));
+    linger()
+}
+
+/// Two rounds of `mib` MiB of buffered writes into `path` (each followed by
+/// fsync), the second after another "go": between them the test moves this
+/// process to another cgroup. Prints "phase1" after the first round.
+fn write_phases(path: &str, mib: usize) {
+    let chunk = vec![0x5au8; MIB];
+    let mut file =
+        std::fs::File::create(path).unwrap_or_else(|e| die(&format!("create {path}: {e}")));
+    let mut round = |label: &str| {
+        for _ in 0..mib {
+            if let Err(e) = file.write_all(&chunk) {
+                die(&format!("write {path}: {e}"));
+            }
+        }
+        if let Err(e) = file.sync_all() {
+            die(&format!("fsync {path}: {e}"));
+        }
+        say(label);
+    };
+    say("ready");
+    wait_go();
+    round("phase1");
+    wait_go();
+    round(&format!("done bytes={}", mib * MIB));
     linger()
 }
