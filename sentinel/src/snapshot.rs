@@ -720,26 +720,14 @@ mod tests {
         // Start: process 7 alive in cgroup 42 with 100 faults.
         let mut p = proc(100, 0);
         p.cgroup_id = 42;
-        let start = Sample {
-            mono_ns: 0,
-            procs: HashMap::from([(7, p)]),
-            cgroups: HashMap::new(),
-            waits: HashMap::new(),
-            devices: HashMap::new(),
-            counters: [0; sentinel_common::NUM_COUNTERS as usize],
-            fill: collect::MapCounts::default(),
-        };
+        let start = sample(HashMap::from([(7, p)]), HashMap::new());
         // End: it faulted 50 more, then exited; the kernel folded 150.
         let folded = CgroupStats {
             faults: 150,
             exited: 1,
             ..Default::default()
         };
-        let end = Sample {
-            procs: HashMap::new(),
-            cgroups: HashMap::from([(42, folded)]),
-            ..start_clone(&start)
-        };
+        let end = sample(HashMap::new(), HashMap::from([(42, folded)]));
         let d = cgroup_delta(cgroup_totals(&start).get(&42), &cgroup_totals(&end)[&42]);
         assert_eq!((d.faults, d.exited), (50, 1));
     }
@@ -749,15 +737,7 @@ mod tests {
         // Start: process 7 in cgroup 42 with 100 faults.
         let mut p = proc(100, 0);
         p.cgroup_id = 42;
-        let start = Sample {
-            mono_ns: 0,
-            procs: HashMap::from([(7, p)]),
-            cgroups: HashMap::new(),
-            waits: HashMap::new(),
-            devices: HashMap::new(),
-            counters: [0; sentinel_common::NUM_COUNTERS as usize],
-            fill: collect::MapCounts::default(),
-        };
+        let start = sample(HashMap::from([(7, p)]), HashMap::new());
         // It faulted 20 more in 42, moved to 43 (the kernel credited 42 with
         // 120 and debited 43 by 120), then faulted 30 more there.
         let mut moved = proc(150, 0);
@@ -770,25 +750,24 @@ mod tests {
             faults: 120u64.wrapping_neg(),
             ..Default::default()
         };
-        let end = Sample {
-            procs: HashMap::from([(7, moved)]),
-            cgroups: HashMap::from([(42, credit), (43, debit)]),
-            ..start_clone(&start)
-        };
+        let end = sample(
+            HashMap::from([(7, moved)]),
+            HashMap::from([(42, credit), (43, debit)]),
+        );
         let (a, b) = (cgroup_totals(&start), cgroup_totals(&end));
         assert_eq!(cgroup_delta(a.get(&42), &b[&42]).faults, 20);
         assert_eq!(cgroup_delta(a.get(&43), &b[&43]).faults, 30);
     }
 
-    fn start_clone(s: &Sample) -> Sample {
+    fn sample(procs: HashMap<u32, ProcStats>, cgroups: HashMap<u64, CgroupStats>) -> Sample {
         Sample {
-            mono_ns: s.mono_ns,
-            procs: s.procs.clone(),
-            cgroups: s.cgroups.clone(),
-            waits: s.waits.clone(),
-            devices: s.devices.clone(),
-            counters: s.counters,
-            fill: s.fill,
+            mono_ns: 0,
+            procs,
+            cgroups,
+            waits: HashMap::new(),
+            devices: HashMap::new(),
+            counters: [0; sentinel_common::NUM_COUNTERS as usize],
+            fill: collect::MapCounts::default(),
         }
     }
 
