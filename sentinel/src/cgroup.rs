@@ -266,6 +266,61 @@ pub fn read_mem_counters(dir: &Path, v1: bool) -> MemCounters {
     }
 }
 
+/// The tightest memory limit on a cgroup's path: the one a process in it
+/// runs into first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemBound {
+    /// Path in the memory hierarchy (v1 memory or v2).
+    pub cgroup: String,
+    pub limit: u64,
+    /// Usage minus inactive file pages, as the kubelet counts it: inactive
+    /// cache is reclaimed before anything is killed, so it is headroom.
+    pub working_set: u64,
+}
+
+impl MemBound {
+    pub fn headroom(&self) -> u64 {
+        self.limit.saturating_sub(self.working_set)
+    }
+}
+
+/// `rel` and each of its ancestors with a limit; the one with the least
+/// headroom wins. `None` when nothing on the path is limited.
+pub fn memory_bound(root: &Path, v1: bool, rel: &str) -> Option<MemBound> {
+    let mut best: Option<MemBound> = None;
+    let mut cur = Some(rel.to_string());
+    while let Some(p) = cur {
+        if p != "/" {
+            let dir = root.join(p.trim_start_matches('/'));
+            if let Some(limit) = read_mem_counters(&dir, v1).limit {
+                let (usage, inactive) = if v1 {
+                    (
+                        read_u64(&dir.join("memory.usage_in_bytes")),
+                        keyed(&dir.join("memory.stat"), "total_inactive_file"),
+                    )
+                } else {
+                    (
+                        read_u64(&dir.join("memory.current")),
+                        keyed(&dir.join("memory.stat"), "inactive_file"),
+                    )
+                };
+                if let Some(usage) = usage {
+                    let b = MemBound {
+                        cgroup: p.clone(),
+                        limit,
+                        working_set: usage.saturating_sub(inactive.unwrap_or(0)),
+                    };
+                    if best.as_ref().is_none_or(|x| b.headroom() < x.headroom()) {
+                        best = Some(b);
+                    }
+                }
+            }
+        }
+        cur = parent(&p);
+    }
+    best
+}
+
 /// Decides which memory cgroup's limit caused an OOM kill, from counters
 /// before and after it: the victim's memcg is the deepest whose `oom_kill`
 /// grew, preferring one on `victim_path` (the victim's cgroup and its

@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use sentinel::{
     cgroup::{Mounts, Resolver},
-    check,
+    check, config, daemon,
     loader::{LoadError, Sentinel},
     procfs, render,
     snapshot::{self, Filter},
@@ -36,6 +36,17 @@ enum Cmd {
     Check {
         #[arg(long)]
         json: bool,
+    },
+    /// Watch the host: run probes, profiles and detectors, and write an
+    /// event to stdout whenever a condition fires or resolves.
+    Daemon {
+        /// TOML configuration (thresholds per detector); defaults without it.
+        #[arg(long, value_name = "FILE")]
+        config: Option<std::path::PathBuf>,
+        /// json: one event object per line and nothing else on stdout;
+        /// text: one readable line per event. Diagnostics go to stderr.
+        #[arg(long, value_enum, default_value = "text")]
+        log_format: daemon::Format,
     },
     /// Attach, observe for a while, and print what the kernel saw.
     Snapshot {
@@ -147,6 +158,25 @@ fn run(cli: Cli) -> Result<ExitCode> {
             } else {
                 ExitCode::from(1)
             })
+        }
+        Cmd::Daemon { config, log_format } => {
+            // The config is checked before anything is loaded: a typo should
+            // fail at once, not after the probes attach.
+            let cfg = match &config {
+                Some(path) => config::load(path).map_err(|e| BadArgs(e.to_string()))?,
+                None => config::Config::default(),
+            };
+            let mut s = match Sentinel::load() {
+                Ok(s) => s,
+                Err(LoadError::Privilege(p)) => {
+                    eprintln!("sentinel: {}", p.explain());
+                    return Ok(ExitCode::from(1));
+                }
+                Err(LoadError::Other(e)) => return Err(e),
+            };
+            install_stop_handler();
+            daemon::run(&mut s, &cfg, log_format)?;
+            Ok(ExitCode::SUCCESS)
         }
         Cmd::Snapshot {
             duration,

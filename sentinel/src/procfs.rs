@@ -58,6 +58,23 @@ pub fn cgroup_v2_path(root: &Path, pid: u32) -> Option<String> {
         .find_map(|l| l.strip_prefix("0::").map(str::to_string))
 }
 
+/// A process's path in the hierarchy that holds the memory controller: the
+/// v1 `memory` line on hybrid hosts, else the v2 `0::` line.
+pub fn memory_cgroup_path(root: &Path, pid: u32, v1: bool) -> Option<String> {
+    if !v1 {
+        return cgroup_v2_path(root, pid);
+    }
+    let text = fs::read_to_string(root.join(pid.to_string()).join("cgroup")).ok()?;
+    text.lines().find_map(|l| {
+        let mut f = l.splitn(3, ':');
+        let (_, ctrls, path) = (f.next()?, f.next()?, f.next()?);
+        ctrls
+            .split(',')
+            .any(|c| c == "memory")
+            .then(|| path.to_string())
+    })
+}
+
 /// The thread group (process) a pid belongs to: `/proc/TID` exists for
 /// every thread, not only for leaders, so a tid passes `alive`.
 pub fn tgid(root: &Path, pid: u32) -> Option<u32> {
@@ -112,6 +129,97 @@ pub fn thread_ns_tids(root: &Path, pid: u32) -> Option<HashMap<u32, u32>> {
     saw_nspid.then_some(out)
 }
 
+/// The fields of `/proc/PID/stat` (or `/proc/PID/task/TID/stat`) the
+/// profiles need. CPU times are in clock ticks, `rss` in pages.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stat {
+    pub state: u8,
+    pub majflt: u64,
+    pub utime: u64,
+    pub stime: u64,
+    pub num_threads: u32,
+    /// Ticks after boot: with the pid, names one process across pid reuse.
+    pub starttime: u64,
+    pub rss_pages: u64,
+}
+
+pub fn stat(root: &Path, pid: u32) -> Option<Stat> {
+    parse_stat(&fs::read_to_string(root.join(pid.to_string()).join("stat")).ok()?)
+}
+
+pub fn task_stat(root: &Path, pid: u32, tid: u32) -> Option<Stat> {
+    let path = root
+        .join(pid.to_string())
+        .join("task")
+        .join(tid.to_string())
+        .join("stat");
+    parse_stat(&fs::read_to_string(path).ok()?)
+}
+
+/// The comm field can hold spaces and parentheses, so fields are counted
+/// from the last `)`.
+pub fn parse_stat(text: &str) -> Option<Stat> {
+    let rest = &text[text.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // f[0] is field 3 (state) of proc(5).
+    let n = |field: usize| f.get(field - 3).and_then(|v| v.parse::<u64>().ok());
+    Some(Stat {
+        state: *f.first()?.as_bytes().first()?,
+        majflt: n(12)?,
+        utime: n(14)?,
+        stime: n(15)?,
+        num_threads: n(20)? as u32,
+        starttime: n(22)?,
+        rss_pages: n(24)?,
+    })
+}
+
+/// Thread ids of a process; empty once it is gone.
+pub fn tids(root: &Path, pid: u32) -> Vec<u32> {
+    let Ok(dir) = fs::read_dir(root.join(pid.to_string()).join("task")) else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect()
+}
+
+/// The user instruction pointer of a thread blocked in a system call: the
+/// last field of `/proc/PID/task/TID/syscall` (`NR args.. sp pc`). It is
+/// the one frame of a stack /proc can give.
+pub fn syscall_pc(root: &Path, pid: u32, tid: u32) -> Option<u64> {
+    let path = root
+        .join(pid.to_string())
+        .join("task")
+        .join(tid.to_string())
+        .join("syscall");
+    let text = fs::read_to_string(path).ok()?;
+    let f: Vec<&str> = text.split_whitespace().collect();
+    // "running" or "-1 sp pc" (not in a syscall) carry no useful pc.
+    if f.len() < 9 {
+        return None;
+    }
+    u64::from_str_radix(f.last()?.trim_start_matches("0x"), 16)
+        .ok()
+        .filter(|&pc| pc != 0)
+}
+
+pub fn clock_ticks_per_s() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    match unsafe { libc::sysconf(libc::_SC_CLK_TCK) } {
+        t if t > 0 => t as u64,
+        _ => 100,
+    }
+}
+
+pub fn page_size() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
+        p if p > 0 => p as u64,
+        _ => 4096,
+    }
+}
+
 pub fn kernel_release() -> String {
     fs::read_to_string("/proc/sys/kernel/osrelease")
         .map(|s| s.trim().to_string())
@@ -121,6 +229,27 @@ pub fn kernel_release() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parses_stat_with_awkward_comm() {
+        let line = "4242 (a) b (c)) S 1 4242 4242 0 -1 4194560 1200 0 7 0 350 120 0 0 20 0 9 0 123456 1000000 2500 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0\n";
+        let s = parse_stat(line).expect("parses");
+        assert_eq!(
+            s,
+            Stat {
+                state: b'S',
+                majflt: 7,
+                utime: 350,
+                stime: 120,
+                num_threads: 9,
+                starttime: 123456,
+                rss_pages: 2500
+            }
+        );
+        assert!(parse_stat("12 (x) R 1").is_none());
+        let me = stat(Path::new("/proc"), std::process::id()).expect("own stat");
+        assert!(me.num_threads >= 1 && me.starttime > 0);
+    }
 
     #[test]
     fn parses_status() {

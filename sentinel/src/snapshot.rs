@@ -2,22 +2,23 @@
 //! again, and turn the difference into a [`Report`].
 use std::{
     collections::{BTreeMap, HashMap},
-    path::{Path, PathBuf},
+    path::Path,
     sync::atomic::{AtomicBool, Ordering},
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result};
 use aya::maps::{HashMap as BpfHashMap, MapData, RingBuf};
 use sentinel_common::{
-    CgroupStats, Counter, FutexWait, OomEvent, ProcStats, RSS_ANON, RSS_FILE, RSS_SHMEM, RSS_SWAP,
+    CgroupStats, Counter, FutexWait, ProcStats, RSS_ANON, RSS_FILE, RSS_SHMEM, RSS_SWAP,
     WAIT_OWNER_PI, WAIT_OWNER_READ, WAIT_SEEDED, futex_op, maps,
 };
 
 use crate::{
-    cgroup::{self, MemCounters, Mounts, Resolver},
+    cgroup::{self, Mounts, Resolver},
     collect::{self, Sample},
     loader::Sentinel,
+    oom::{OomWatch, cstr},
     procfs::{self, MemStatus},
     report::*,
 };
@@ -60,15 +61,7 @@ pub fn observe(
     let mut resolver = Resolver::new(&mounts);
     let mut ooms = OomWatch::new(mounts.memory_root());
 
-    if s.probe("futex").is_some_and(|p| p.working()) {
-        let map = s
-            .ebpf
-            .map_mut(maps::FUTEX_WAITS)
-            .context("map FUTEX_WAITS missing")?;
-        let mut waits: BpfHashMap<&mut MapData, u32, FutexWait> = BpfHashMap::try_from(map)?;
-        let n = crate::probes::futex::seed_blocked(&mut waits, collect::monotonic_ns());
-        tracing::debug!("seeded {n} threads already blocked in futex waits");
-    }
+    seed_futex_waits(s)?;
     ooms.ring = s
         .ebpf
         .take_map(maps::OOM_EVENTS)
@@ -103,129 +96,24 @@ pub fn observe(
     Ok(report)
 }
 
-/// Turns OOM events into kills as they arrive. Which limit a kill hit is
-/// read from the memory cgroups' counters, so they are read when events
-/// are drained: each kill is judged on what moved since the previous
-/// reading, not on everything that moved in the window.
-struct OomWatch {
-    ring: Option<RingBuf<MapData>>,
-    mem_root: Option<(PathBuf, bool)>,
-    /// The latest reading: the start of the window, or the last drain.
-    last: HashMap<String, MemCounters>,
-    kills: Vec<OomKill>,
-}
-
-impl OomWatch {
-    fn new(mem_root: Option<(PathBuf, bool)>) -> OomWatch {
-        let mut w = OomWatch {
-            ring: None,
-            mem_root,
-            last: HashMap::new(),
-            kills: Vec::new(),
-        };
-        w.last = w.read_counters();
-        w
+/// Threads already blocked when the probes attach have no wait entry; a
+/// deadlock older than sentinel would otherwise stay invisible.
+pub fn seed_futex_waits(s: &mut Sentinel) -> Result<()> {
+    if s.probe("futex").is_some_and(|p| p.working()) {
+        let map = s
+            .ebpf
+            .map_mut(maps::FUTEX_WAITS)
+            .context("map FUTEX_WAITS missing")?;
+        let mut waits: BpfHashMap<&mut MapData, u32, FutexWait> = BpfHashMap::try_from(map)?;
+        let n = crate::probes::futex::seed_blocked(&mut waits, collect::monotonic_ns());
+        tracing::debug!("seeded {n} threads already blocked in futex waits");
     }
-
-    fn read_counters(&self) -> HashMap<String, MemCounters> {
-        self.mem_root
-            .as_ref()
-            .map(|(r, v1)| cgroup::memory_counters(r, *v1))
-            .unwrap_or_default()
-    }
-
-    fn poll(&mut self, resolver: &mut Resolver) {
-        let events = self.drain();
-        if events.is_empty() {
-            // Walking every memory cgroup costs; only a kill needs it.
-            return;
-        }
-        let now = self.read_counters();
-        let now_mono = collect::monotonic_ns();
-        for e in &events {
-            let kill = oom_kill(e, resolver, &self.last, &now, now_mono);
-            self.kills.push(kill);
-        }
-        self.last = now;
-    }
-
-    fn drain(&mut self) -> Vec<OomEvent> {
-        let mut out = Vec::new();
-        let Some(ring) = self.ring.as_mut() else {
-            return out;
-        };
-        while let Some(item) = ring.next() {
-            if item.len() >= std::mem::size_of::<OomEvent>() {
-                // SAFETY: the kernel wrote an OomEvent; the length is checked.
-                out.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<OomEvent>()) });
-            }
-        }
-        out
-    }
-}
-
-fn cstr(b: &[u8]) -> String {
-    let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
-    String::from_utf8_lossy(&b[..end]).into_owned()
-}
-
-fn unix_ms_of(mono_ns: u64, now_mono: u64) -> u64 {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    (now.as_nanos() as u64).saturating_sub(now_mono.saturating_sub(mono_ns)) / 1_000_000
-}
-
-fn oom_kill(
-    e: &OomEvent,
-    resolver: &mut Resolver,
-    before: &HashMap<String, MemCounters>,
-    after: &HashMap<String, MemCounters>,
-    now_mono: u64,
-) -> OomKill {
-    let proc = Path::new("/proc");
-    let victim_cgroup = resolver
-        .path(e.victim_cgroup_id)
-        .or_else(|| procfs::cgroup_v2_path(proc, e.victim_pid));
-    let victim_comm = match cstr(&e.victim_comm) {
-        c if c.is_empty() => procfs::comm(proc, e.victim_pid).unwrap_or_default(),
-        c => c,
-    };
-    let limit = cgroup::oom_limit_cgroup(before, after, victim_cgroup.as_deref());
-    let limit_cgroup = limit.and_then(|(_, l)| l);
-    OomKill {
-        ts_unix_ms: unix_ms_of(e.ts_ns, now_mono),
-        victim_pid: e.victim_pid,
-        victim_comm,
-        victim_cgroup,
-        victim_cgroup_id: e.victim_cgroup_id,
-        trigger_pid: e.trigger_tgid,
-        trigger_comm: cstr(&e.trigger_comm),
-        trigger_cgroup: resolver.path(e.trigger_cgroup_id),
-        kind: if limit_cgroup.is_some() {
-            "cgroup"
-        } else {
-            "global"
-        }
-        .into(),
-        limit_bytes: limit_cgroup
-            .as_ref()
-            .and_then(|l| after.get(l))
-            .and_then(|c| c.limit),
-        limit_cgroup,
-        anon_rss_bytes: e.anon_rss_kb * 1024,
-        file_rss_bytes: e.file_rss_kb * 1024,
-        shmem_rss_bytes: e.shmem_rss_kb * 1024,
-        total_vm_bytes: e.total_vm_kb * 1024,
-        pgtables_bytes: e.pgtables_kb * 1024,
-        oom_score_adj: e.oom_score_adj,
-        uid: e.victim_uid,
-    }
+    Ok(())
 }
 
 /// A cgroup's cumulative totals in one sample: exited members (folded in
 /// kernel) plus the live ones.
-fn cgroup_totals(s: &Sample) -> HashMap<u64, CgroupStats> {
+pub fn cgroup_totals(s: &Sample) -> HashMap<u64, CgroupStats> {
     // Wrapping: the kernel debits a cgroup a process moved into by that
     // process's earlier counters (see the eBPF `cgroups.rs`), so a cgroup
     // entry alone can be "negative"; only its sum with the live processes
@@ -299,7 +187,7 @@ fn proc_delta(a: Option<&ProcStats>, b: &ProcStats) -> ProcStats {
     d
 }
 
-fn op_name(op: u32) -> &'static str {
+pub fn op_name(op: u32) -> &'static str {
     match op {
         futex_op::WAIT => "wait",
         futex_op::WAIT_BITSET => "wait_bitset",
@@ -357,7 +245,7 @@ fn rss_of(p: &ProcStats, pid: u32, in_kernel: bool) -> (Rss, &'static str) {
 /// them, which in a container are not the host's; `NSpid` translates.
 /// Without it (kernels before 4.1) the word is taken as a host tid. Either
 /// way only a live thread of the same process is accepted.
-fn owner_host_tid(
+pub fn owner_host_tid(
     proc_root: &Path,
     pid: u32,
     owner: u32,

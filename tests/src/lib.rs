@@ -11,11 +11,21 @@
 //!   driven over stdin/stdout ("ready" → "go" → "done"), killed on drop.
 //! - [`sentinel::Snapshot`] / [`sentinel::run_check`]: run `sentinel snapshot`
 //!   and `sentinel check` and parse their JSON into [`report`] types.
+//! - [`daemon::Daemon`]: run `sentinel daemon --log-format json`, check every
+//!   stdout line against the [`event`] schema and wait for events;
+//!   [`daemon::run_daemon_expect_exit`] for argument and config errors.
+//! - [`programs`]: C (`tests/c/`, compiled once per test process) and Python
+//!   (`tests/py/`) workloads that speak the same protocol.
+//! - [`measured`]: `MEASURED <test> key=value ...` lines, printed past
+//!   libtest's capture so a run's numbers can be collected with grep.
 //!
 //! Tests return `anyhow::Result<()>`; a test that cannot run calls [`skip!`],
 //! which prints a `SKIP` line past libtest's output capture and returns.
 
 pub mod cgroup;
+pub mod daemon;
+pub mod event;
+pub mod programs;
 pub mod report;
 pub mod sentinel;
 pub mod workload;
@@ -28,6 +38,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 pub use cgroup::{CgroupLayout, MemoryController, TestCgroup};
+pub use daemon::{Daemon, run_daemon_expect_exit};
+pub use event::{Event, Kind, Severity, State, Subject};
 pub use report::{CheckReport, Report};
 pub use sentinel::{CheckOutput, Snapshot, run_check, sentinel_bin};
 pub use workload::Workload;
@@ -91,6 +103,19 @@ pub fn print_skip(module: &str, reason: &str) {
         std::io::stderr(),
         "\n********** SKIP {test}: {reason} **********"
     );
+}
+
+/// Prints `MEASURED <test> key=value ...` straight to stderr (past libtest's
+/// capture, like [`print_skip`]), so `cargo xtask test 2>&1 | grep MEASURED`
+/// collects every number a run measured. Use [`secs`] for durations.
+pub fn measured(test: &str, values: &[(&str, &dyn std::fmt::Display)]) {
+    let pairs: Vec<String> = values.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let _ = writeln!(std::io::stderr(), "MEASURED {test} {}", pairs.join(" "));
+}
+
+/// A duration in seconds with one decimal, for [`measured`] and messages.
+pub fn secs(d: Duration) -> String {
+    format!("{:.1}", d.as_secs_f64())
 }
 
 /// Serialises tests within one test binary. They share kernel state (probes,

@@ -277,6 +277,17 @@ pub fn run_sentinel(
     args: &[&str],
     configure: impl FnOnce(&mut Command),
 ) -> Result<CheckOutput> {
+    run_sentinel_timeout(bin, subcommand, args, Duration::from_secs(120), configure)
+}
+
+/// As [`run_sentinel`], killing the command (and failing) after `timeout`.
+pub fn run_sentinel_timeout(
+    bin: &Path,
+    subcommand: &str,
+    args: &[&str],
+    timeout: Duration,
+    configure: impl FnOnce(&mut Command),
+) -> Result<CheckOutput> {
     let command = format!("{} {subcommand} {}", bin.display(), args.join(" "));
     let mut cmd = Command::new(bin);
     cmd.arg(subcommand)
@@ -298,12 +309,21 @@ pub fn run_sentinel(
         let _ = err.read_to_string(&mut s);
         s
     });
-    let status = wait_timeout(&mut child, Duration::from_secs(120))
-        .with_context(|| format!("running {command}"))?;
+    let status = wait_timeout(&mut child, timeout);
+    // A killed command's pipes close too, so its output is kept either way.
+    let stdout = out.join().unwrap_or_default();
+    let stderr = err.join().unwrap_or_default();
+    let status = status.map_err(|e| {
+        anyhow!(
+            "running {command}: {e:#}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            truncate(&stdout, 4000),
+            truncate(&stderr, 4000)
+        )
+    })?;
     Ok(CheckOutput {
         command,
         status,
-        stdout: out.join().unwrap_or_default(),
-        stderr: err.join().unwrap_or_default(),
+        stdout,
+        stderr,
     })
 }

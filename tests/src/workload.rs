@@ -31,7 +31,10 @@ impl Workload {
     /// Spawns `bin args...` already inside `cgroup` (it joins between fork
     /// and exec), with stdin/stdout/stderr piped.
     pub fn spawn(bin: &str, args: &[&str], cgroup: &TestCgroup) -> Result<Self> {
-        let label = format!("workload {}", args.join(" "));
+        let name = std::path::Path::new(bin)
+            .file_name()
+            .map_or(bin.into(), |n| n.to_string_lossy());
+        let label = format!("{name} {}", args.join(" "));
         let mut cmd = Command::new(bin);
         cmd.args(args)
             .stdin(Stdio::piped())
@@ -129,6 +132,14 @@ impl Workload {
             .ok_or_else(|| anyhow!("{}: stdin already closed", self.label))?;
         let res = stdin.write_all(b"go\n").and_then(|()| stdin.flush());
         res.map_err(|e| self.failure(&format!("sending go: {e}")))
+    }
+
+    /// The exit status if the workload has exited, without waiting.
+    pub fn exited(&mut self) -> Result<Option<ExitStatus>> {
+        if self.exited.is_none() {
+            self.exited = self.child.try_wait()?;
+        }
+        Ok(self.exited)
     }
 
     /// Waits up to `timeout` for the workload to exit.

@@ -1,5 +1,6 @@
 //! `cargo xtask bench`: what sentinel's probes cost the workloads they
-//! watch, next to bpftrace doing comparable work.
+//! watch, next to bpftrace doing comparable work, then what `sentinel
+//! daemon` itself costs to run, idle and on a host with many processes.
 //!
 //! The machines are noisy, so configurations are interleaved round by round
 //! (their order rotating) and medians are reported, never a single run.
@@ -10,6 +11,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
@@ -87,10 +89,23 @@ impl Setup {
     }
 }
 
+/// The two halves of the benchmark, for `--only`.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Part {
+    /// Probe overhead on the loadgen microbenchmarks.
+    Micro,
+    /// `sentinel daemon`'s own CPU and memory, idle and on a busy host.
+    Daemon,
+}
+
 pub struct Options {
     pub rounds: usize,
     pub seconds: f64,
     pub verbose: bool,
+    /// Both parts when None.
+    pub only: Option<Part>,
+    /// Processes the busy-host scenario keeps alive.
+    pub procs: usize,
 }
 
 struct Env {
@@ -113,6 +128,9 @@ pub fn bench(opts: Options) -> Result<()> {
     }
     if opts.rounds == 0 || !(opts.seconds > 0.0 && opts.seconds.is_finite()) {
         bail!("--rounds must be at least 1 and --seconds a positive number");
+    }
+    if opts.procs == 0 {
+        bail!("--procs must be at least 1");
     }
     let tc = bootstrap(Need::Everything)?;
     let art = build(&tc, Profile::Release)?;
@@ -144,6 +162,17 @@ pub fn bench(opts: Options) -> Result<()> {
         shown_sentinel_log: Cell::new(false),
     };
 
+    if opts.only != Some(Part::Daemon) {
+        micro(&env, &opts)?;
+    }
+    if opts.only != Some(Part::Micro) {
+        daemon_cost(&env, &opts)?;
+    }
+    Ok(())
+}
+
+fn micro(env: &Env, opts: &Options) -> Result<()> {
+    warn_other_tracers();
     let load_secs = opts.rounds as f64 * (BENCHES.len() * SETUPS.len()) as f64 * opts.seconds;
     eprintln!(
         "bench: {} rounds x {} benchmarks x {} setups x {}s: about {:.0}s of load plus attach time",
@@ -168,7 +197,7 @@ pub fn bench(opts: Options) -> Result<()> {
             names.join(", ")
         );
         for setup in order {
-            measure_setup(&env, setup, &mut samples)?;
+            measure_setup(env, setup, &mut samples)?;
         }
     }
     print_table(&samples, opts.rounds, opts.seconds);
@@ -319,6 +348,8 @@ struct Tracer {
     line: String,
     child: Child,
     tail: Arc<Mutex<VecDeque<String>>>,
+    /// Lines it printed on stdout so far (the daemon's events).
+    stdout_lines: Arc<AtomicU64>,
     readers: Vec<JoinHandle<()>>,
     reaped: bool,
 }
@@ -341,12 +372,19 @@ impl Tracer {
             .with_context(|| format!("could not start `{line}`"))?;
         let (tx, ready) = mpsc::channel();
         let tail = Arc::new(Mutex::new(VecDeque::new()));
+        let stdout_lines = Arc::new(AtomicU64::new(0));
         let mut readers = Vec::new();
         if let Some(out) = child.stdout.take() {
-            readers.push(spawn_reader(out, marker, tx.clone(), tail.clone()));
+            readers.push(spawn_reader(
+                out,
+                marker,
+                tx.clone(),
+                tail.clone(),
+                Some(stdout_lines.clone()),
+            ));
         }
         if let Some(err) = child.stderr.take() {
-            readers.push(spawn_reader(err, marker, tx.clone(), tail.clone()));
+            readers.push(spawn_reader(err, marker, tx.clone(), tail.clone(), None));
         }
         drop(tx);
         // From here on Drop stops the child whatever goes wrong.
@@ -355,6 +393,7 @@ impl Tracer {
             line,
             child,
             tail,
+            stdout_lines,
             readers,
             reaped: false,
         };
@@ -379,6 +418,14 @@ impl Tracer {
         thread::sleep(settle);
         tracer.ensure_alive()?;
         Ok(tracer)
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn stdout_lines(&self) -> u64 {
+        self.stdout_lines.load(Ordering::Relaxed)
     }
 
     fn ensure_alive(&mut self) -> Result<()> {
@@ -471,13 +518,14 @@ impl Drop for Tracer {
 }
 
 /// Drains one pipe for the child's whole life (a full pipe would stall it),
-/// signals the first line containing `marker`, and keeps the last lines for
-/// error messages.
+/// signals the first line containing `marker`, keeps the last lines for
+/// error messages and counts lines in `lines`.
 fn spawn_reader(
     stream: impl Read + Send + 'static,
     marker: &'static str,
     ready: Sender<()>,
     tail: Arc<Mutex<VecDeque<String>>>,
+    lines: Option<Arc<AtomicU64>>,
 ) -> JoinHandle<()> {
     const KEEP: usize = 20;
     thread::spawn(move || {
@@ -487,6 +535,9 @@ fn spawn_reader(
         while matches!(reader.read_until(b'\n', &mut buf), Ok(n) if n > 0) {
             let line = String::from_utf8_lossy(&buf).trim_end().to_owned();
             buf.clear();
+            if let Some(lines) = &lines {
+                lines.fetch_add(1, Ordering::Relaxed);
+            }
             if !signalled && line.contains(marker) {
                 signalled = true;
                 // The receiver may have given up already; nothing to do then.
@@ -583,4 +634,453 @@ fn print_raw(samples: &Samples) {
         let row: Vec<String> = values.iter().map(|v| format!("{v:.0}")).collect();
         println!("{:<9} {:<9} {}", bench.name(), setup.name(), row.join(" "));
     }
+}
+
+// ---------------------------------------------------------------------------
+// Daemon cost: `sentinel daemon`'s own CPU and memory.
+//
+// Scenario A runs the daemon on the host as it is. Scenario B adds `loadgen
+// procs`: N processes that each fault a few pages a second, so the kernel
+// has an entry for every one and each tick the daemon reads all their maps
+// and /proc entries. The load's own CPU, measured in the same run without
+// the daemon (half before it starts, half after it stops, so a drift
+// shows in neither), is the baseline the daemon's CPU is set against.
+
+/// The interval the bench configures, written to a config file so a change
+/// of the default does not silently change what a tick is.
+const DAEMON_INTERVAL: Duration = Duration::from_secs(1);
+/// After the ready line: probes attached, first samples taken and
+/// /proc caches warm before measuring.
+const DAEMON_WARMUP: Duration = Duration::from_secs(5);
+/// Shortest measurement, whatever --rounds x --seconds says: with a 1 s
+/// tick, anything shorter is a handful of ticks and 10 ms clock ticks of
+/// CPU time.
+const DAEMON_MIN_WINDOW: f64 = 30.0;
+/// After loadgen's ready line: every child has faulted once; let the
+/// fork storm's aftermath (page reclaim, scheduler) settle.
+const LOAD_SETTLE: Duration = Duration::from_secs(2);
+/// What each `loadgen procs` child does a second (loadgen's PROCS_PAGES).
+const LOAD_FAULTS_PER_SEC: u32 = 4;
+/// RSS is sampled this often during a window.
+const SAMPLE_EVERY: Duration = Duration::from_secs(1);
+
+fn daemon_cost(env: &Env, opts: &Options) -> Result<()> {
+    warn_other_tracers();
+    let window = (opts.rounds as f64 * opts.seconds).max(DAEMON_MIN_WINDOW);
+    let slices = opts.rounds;
+    let config = env.scratch.join("daemon.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[daemon]\ninterval = \"{}ms\"\n",
+            DAEMON_INTERVAL.as_millis()
+        ),
+    )
+    .with_context(|| format!("writing {}", config.display()))?;
+    let tck = clock_ticks()?;
+    eprintln!(
+        "bench: daemon cost: {window:.0}s per measurement ({slices} slices) after {}s warm-up; \
+         idle host, then {} processes without, with and again without the daemon: \
+         about {:.0}s plus attach time",
+        DAEMON_WARMUP.as_secs(),
+        opts.procs,
+        3.0 * window + 2.0 * DAEMON_WARMUP.as_secs_f64() + LOAD_SETTLE.as_secs_f64()
+    );
+
+    let mut shown_log = false;
+    let mut start_daemon = || -> Result<Tracer> {
+        let mut c = Command::new(&env.sentinel);
+        c.arg("daemon")
+            .arg("--config")
+            .arg(&config)
+            .args(["--log-format", "json"]);
+        let tracer = Tracer::start(
+            "sentinel daemon",
+            c,
+            "sentinel daemon: watching",
+            DAEMON_WARMUP,
+        )?;
+        if !std::mem::replace(&mut shown_log, true) {
+            let log = tracer.output();
+            if !log.is_empty() {
+                eprintln!(
+                    "bench: the daemon's start-up output:\n  {}",
+                    log.join("\n  ")
+                );
+            }
+        }
+        Ok(tracer)
+    };
+
+    // A: the host as it is.
+    eprintln!("bench: daemon cost, idle host");
+    let mut daemon = start_daemon()?;
+    let idle = measure_window(Some(&mut daemon), None, window, slices, tck, env.verbose)?;
+    daemon.stop()?;
+
+    // B: N more processes, without, with, and again without the daemon.
+    eprintln!("bench: daemon cost, busy host ({} processes)", opts.procs);
+    let mut load = Load::start(env, opts.procs, 3.0 * window)?;
+    let half = (slices / 2).max(1);
+    let before = measure_window(None, Some(&mut load), window / 2.0, half, tck, env.verbose)?;
+    let mut daemon = start_daemon()?;
+    let busy = measure_window(
+        Some(&mut daemon),
+        Some(&mut load),
+        window,
+        slices,
+        tck,
+        env.verbose,
+    )?;
+    daemon.stop()?;
+    let after = measure_window(None, Some(&mut load), window / 2.0, half, tck, env.verbose)?;
+    load.stop()?;
+
+    print_daemon_table(opts, window, &idle, &busy, &[before, after]);
+    Ok(())
+}
+
+/// `loadgen procs` and the pids of its processes (itself and its children).
+struct Load {
+    tracer: Tracer,
+    pids: Vec<u32>,
+}
+
+impl Load {
+    fn start(env: &Env, procs: usize, run_for: f64) -> Result<Load> {
+        let mut c = Command::new(&env.loadgen);
+        // --seconds is only a backstop: we stop it with SIGTERM.
+        let backstop = run_for + 2.0 * (READY_TIMEOUT.as_secs_f64() + DAEMON_WARMUP.as_secs_f64());
+        c.args(["procs", "--procs"])
+            .arg(procs.to_string())
+            .arg("--seconds")
+            .arg(format!("{backstop:.0}"));
+        let tracer = Tracer::start("loadgen", c, "procs ready", LOAD_SETTLE)?;
+        let mut load = Load {
+            tracer,
+            pids: Vec::new(),
+        };
+        load.pids = load.check_children(procs)?;
+        load.pids.push(load.tracer.pid());
+        Ok(load)
+    }
+
+    /// The children's pids, failing unless all `procs` are alive.
+    fn check_children(&mut self, procs: usize) -> Result<Vec<u32>> {
+        self.tracer.ensure_alive()?;
+        let parent = self.tracer.pid();
+        let children = children_of(parent)?;
+        let live: Vec<u32> = children
+            .iter()
+            .filter(|(_, state)| *state != 'Z' && *state != 'X')
+            .map(|(pid, _)| *pid)
+            .collect();
+        if live.len() != procs {
+            bail!(
+                "loadgen (pid {parent}) has {} live children, expected {procs}",
+                live.len()
+            );
+        }
+        Ok(live)
+    }
+
+    /// Precise CPU time of all its processes, in seconds. From schedstat
+    /// (nanoseconds): the sum of 500 utime+stime values, each truncated to
+    /// a 10 ms tick, would be mostly rounding.
+    fn cpu(&self) -> Result<f64> {
+        let mut total = 0.0;
+        for &pid in &self.pids {
+            total += schedstat_secs(pid)
+                .with_context(|| format!("a loadgen process (pid {pid}) is gone"))?;
+        }
+        Ok(total)
+    }
+
+    fn stop(self) -> Result<()> {
+        self.tracer.stop()
+    }
+}
+
+#[derive(Default)]
+struct Window {
+    /// Wall-clock length, seconds.
+    wall: f64,
+    /// Daemon CPU (utime+stime) over the window, seconds.
+    daemon_cpu: f64,
+    /// Daemon CPU per slice, % of one core.
+    daemon_slices: Vec<f64>,
+    load_cpu: f64,
+    load_slices: Vec<f64>,
+    /// VmRSS samples, KiB.
+    rss: Vec<u64>,
+    /// VmHWM at the end, KiB.
+    hwm: u64,
+    events: u64,
+    /// Processes on the host at the end.
+    host_procs: usize,
+}
+
+impl Window {
+    fn daemon_pct(&self) -> f64 {
+        self.daemon_cpu / self.wall * 100.0
+    }
+
+    fn load_pct(&self) -> f64 {
+        self.load_cpu / self.wall * 100.0
+    }
+}
+
+/// Measures for `window` seconds, split in `slices`, whatever of the daemon
+/// and the load is given; both must stay alive throughout.
+fn measure_window(
+    mut daemon: Option<&mut Tracer>,
+    mut load: Option<&mut Load>,
+    window: f64,
+    slices: usize,
+    tck: f64,
+    verbose: bool,
+) -> Result<Window> {
+    let daemon_cpu = |d: &Option<&mut Tracer>| -> Result<f64> {
+        match d {
+            Some(d) => Ok(stat_cpu_ticks(d.pid())? / tck),
+            None => Ok(0.0),
+        }
+    };
+    let load_cpu = |l: &Option<&mut Load>| -> Result<f64> {
+        match l {
+            Some(l) => l.cpu(),
+            None => Ok(0.0),
+        }
+    };
+    let mut w = Window::default();
+    let events0 = daemon.as_ref().map_or(0, |d| d.stdout_lines());
+    let t0 = Instant::now();
+    let (d0, l0) = (daemon_cpu(&daemon)?, load_cpu(&load)?);
+    let (mut t_prev, mut d_prev, mut l_prev) = (0.0, d0, l0);
+    for slice in 1..=slices {
+        let end = window * slice as f64 / slices as f64;
+        loop {
+            let now = t0.elapsed().as_secs_f64();
+            if now >= end {
+                break;
+            }
+            thread::sleep(Duration::from_secs_f64(end - now).min(SAMPLE_EVERY));
+            if let Some(d) = daemon.as_mut() {
+                d.ensure_alive()?;
+                w.rss.push(status_kib(d.pid(), "VmRSS")?);
+            }
+            if let Some(l) = load.as_mut() {
+                l.tracer.ensure_alive()?;
+            }
+        }
+        let (d, l) = (daemon_cpu(&daemon)?, load_cpu(&load)?);
+        let t = t0.elapsed().as_secs_f64();
+        w.daemon_slices.push((d - d_prev) / (t - t_prev) * 100.0);
+        w.load_slices.push((l - l_prev) / (t - t_prev) * 100.0);
+        if verbose {
+            eprintln!(
+                "  slice {slice}/{slices}: {:.1}s daemon {:.2}% load {:.2}%",
+                t - t_prev,
+                w.daemon_slices.last().copied().unwrap_or(0.0),
+                w.load_slices.last().copied().unwrap_or(0.0)
+            );
+        }
+        (t_prev, d_prev, l_prev) = (t, d, l);
+    }
+    w.wall = t_prev;
+    w.daemon_cpu = d_prev - d0;
+    w.load_cpu = l_prev - l0;
+    if let Some(d) = daemon.as_ref() {
+        w.hwm = status_kib(d.pid(), "VmHWM")?;
+        w.events = d.stdout_lines() - events0;
+    }
+    if let Some(l) = load.as_mut() {
+        let procs = l.pids.len() - 1;
+        l.check_children(procs)?;
+    }
+    w.host_procs = host_procs()?;
+    Ok(w)
+}
+
+fn clock_ticks() -> Result<f64> {
+    // SAFETY: sysconf has no preconditions.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t <= 0 {
+        bail!("sysconf(_SC_CLK_TCK) failed");
+    }
+    Ok(t as f64)
+}
+
+/// The fields of /proc/PID/stat after the command (which may hold spaces
+/// and parentheses): field 3 (state) is [0], utime (14) is [11].
+fn stat_fields(pid: u32) -> Result<Vec<String>> {
+    let path = format!("/proc/{pid}/stat");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    let rest = text
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .with_context(|| format!("{path}: no ')' in {text:?}"))?;
+    Ok(rest.split_whitespace().map(str::to_owned).collect())
+}
+
+/// utime + stime, in clock ticks, all threads included.
+fn stat_cpu_ticks(pid: u32) -> Result<f64> {
+    let f = stat_fields(pid)?;
+    let field = |i: usize| -> Result<f64> {
+        f.get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(|v| v as f64)
+            .with_context(|| format!("/proc/{pid}/stat: field {} unreadable", i + 3))
+    };
+    Ok(field(11)? + field(12)?)
+}
+
+/// Time on CPU of the (single-threaded) process, seconds.
+fn schedstat_secs(pid: u32) -> Result<f64> {
+    let path = format!("/proc/{pid}/schedstat");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    let ns: u64 = text
+        .split_whitespace()
+        .next()
+        .and_then(|v| v.parse().ok())
+        .with_context(|| format!("{path}: unexpected {text:?}"))?;
+    Ok(ns as f64 / 1e9)
+}
+
+/// A `Key:   123 kB` line of /proc/PID/status, in KiB.
+fn status_kib(pid: u32, key: &str) -> Result<u64> {
+    let path = format!("/proc/{pid}/status");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .with_context(|| format!("{path}: no {key} line"))
+}
+
+fn proc_pids() -> Result<Vec<u32>> {
+    Ok(std::fs::read_dir("/proc")
+        .context("listing /proc")?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect())
+}
+
+fn host_procs() -> Result<usize> {
+    Ok(proc_pids()?.len())
+}
+
+/// Children of `parent` with their state letter. /proc/PID/task/*/children
+/// needs CONFIG_PROC_CHILDREN, so this scans every process's ppid.
+fn children_of(parent: u32) -> Result<Vec<(u32, char)>> {
+    let mut out = Vec::new();
+    for pid in proc_pids()? {
+        // Processes come and go while we scan.
+        let Ok(f) = stat_fields(pid) else { continue };
+        let state = f.first().and_then(|s| s.chars().next());
+        let ppid = f.get(1).and_then(|p| p.parse::<u32>().ok());
+        if let (Some(state), Some(ppid)) = (state, ppid)
+            && ppid == parent
+        {
+            out.push((pid, state));
+        }
+    }
+    Ok(out)
+}
+
+/// Other sentinel or bpftrace processes (parallel test runs, say) add their
+/// probes' cost to every workload measured here: the numbers are then an
+/// upper bound. Worth a line in the log.
+fn warn_other_tracers() {
+    let Ok(pids) = proc_pids() else { return };
+    let others: Vec<String> = pids
+        .into_iter()
+        .filter_map(|pid| {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+            let comm = comm.trim();
+            matches!(comm, "sentinel" | "bpftrace").then(|| format!("{comm} ({pid})"))
+        })
+        .collect();
+    if !others.is_empty() {
+        eprintln!(
+            "bench: warning: other tracers are running and their probes load every workload: {}",
+            others.join(", ")
+        );
+    }
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+fn range(values: &[f64]) -> String {
+    if values.is_empty() {
+        return "-".into();
+    }
+    let (lo, hi) = values
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(lo, hi), &x| (lo.min(x), hi.max(x)));
+    format!("{lo:.2}-{hi:.2}%")
+}
+
+fn print_daemon_table(opts: &Options, window: f64, idle: &Window, busy: &Window, base: &[Window]) {
+    let tick = DAEMON_INTERVAL.as_secs_f64();
+    println!();
+    println!(
+        "{:<22} {:>10} {:>10} {:>14} {:>9} {:>9} {:>9} {:>7}",
+        "daemon scenario",
+        "host procs",
+        "daemon CPU",
+        "slices",
+        "per tick",
+        "VmRSS",
+        "VmHWM",
+        "events"
+    );
+    let busy_name = format!("busy host (+{} procs)", opts.procs);
+    for (name, w) in [("idle host", idle), (busy_name.as_str(), busy)] {
+        let mut rss = w.rss.clone();
+        let rss = if rss.is_empty() {
+            0.0
+        } else {
+            rss.sort_unstable();
+            mib(rss[rss.len() / 2])
+        };
+        println!(
+            "{name:<22} {:>10} {:>9.2}% {:>14} {:>6.2} ms {:>5.1} MiB {:>5.1} MiB {:>7}",
+            w.host_procs,
+            w.daemon_pct(),
+            range(&w.daemon_slices),
+            w.daemon_cpu / (w.wall / tick) * 1000.0,
+            rss,
+            mib(w.hwm),
+            w.events,
+        );
+    }
+    let base_wall: f64 = base.iter().map(|w| w.wall).sum();
+    let base_cpu: f64 = base.iter().map(|w| w.load_cpu).sum();
+    let base_pct = base_cpu / base_wall * 100.0;
+    let base_slices: Vec<f64> = base.iter().flat_map(|w| w.load_slices.clone()).collect();
+    println!(
+        "\nload ({} procs, {} page faults/s each): {base_pct:.2}% of a core without the daemon \
+         (slices {}), {:.2}% with it attached ({:+.0}%: the probes)",
+        opts.procs,
+        LOAD_FAULTS_PER_SEC,
+        range(&base_slices),
+        busy.load_pct(),
+        (busy.load_pct() / base_pct - 1.0) * 100.0,
+    );
+    println!(
+        "daemon CPU / load CPU without the daemon = {:.2}x; daemon share of the busy host's \
+         CPU (daemon + load) = {:.0}%",
+        busy.daemon_pct() / base_pct,
+        busy.daemon_cpu / (busy.daemon_cpu + busy.load_cpu) * 100.0,
+    );
+    println!(
+        "\n{window:.0}s per measurement after {}s of warm-up, daemon ticking every {tick}s; \
+         daemon CPU = utime+stime (10 ms clock ticks) as % of one core, \
+         slices = min-max over {} slices; per tick = CPU time / ticks;\nVmRSS = median of 1 s \
+         samples, VmHWM = peak since start; load CPU from schedstat (ns), measured half \
+         before the daemon started and half after it stopped.",
+        DAEMON_WARMUP.as_secs(),
+        opts.rounds
+    );
 }

@@ -37,7 +37,11 @@ const BPF_LINKER: &str = "bpf-linker@0.13.0";
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Need {
     Build,
-    /// Build plus bpftrace (benchmark peer, test oracle) and tmux (TUI tests).
+    /// Build plus what the integration tests run: gcc and python3 (C and
+    /// Python workloads).
+    Test,
+    /// Build plus bpftrace (benchmark peer, test oracle), tmux (TUI tests),
+    /// gcc and python3 (the tests compile C workloads and run Python ones).
     Everything,
 }
 
@@ -60,7 +64,9 @@ pub fn bootstrap(need: Need) -> Result<Toolchain> {
     let mut linker = find_program("bpf-linker");
     let tools: &[&str] = match need {
         Need::Build => &[],
-        Need::Everything => &["bpftrace", "tmux"],
+        Need::Test => &["gcc", "python3"],
+        // Command names that are also their Debian package names.
+        Need::Everything => &["bpftrace", "tmux", "gcc", "python3"],
     };
     let missing_tools: Vec<&str> = tools
         .iter()
@@ -212,7 +218,7 @@ fn missing_message(packages: &[&str], need_linker: bool) -> String {
     }
     msg.push_str(
         "\n(On other distributions: a rustup nightly with the rust-src component, LLVM 22 \
-         development files for bpf-linker, bpftrace and tmux.)",
+         development files for bpf-linker, bpftrace, tmux, gcc and python3.)",
     );
     msg
 }

@@ -55,14 +55,22 @@ enum Command {
     /// Build, then run the unit and integration tests (what CI runs).
     Test,
     /// Measure the slowdown sentinel's probes cause on microbenchmarks,
-    /// next to bpftrace (root).
+    /// next to bpftrace, then the daemon's own CPU and memory (root).
     Bench {
-        /// Rounds; each measures every benchmark under every setup.
+        /// Rounds; each measures every benchmark under every setup. For the
+        /// daemon: the number of slices of each measurement.
         #[arg(long, default_value_t = 5)]
         rounds: usize,
-        /// Length of one measurement.
+        /// Length of one measurement. The daemon is measured for rounds x
+        /// seconds, at least 30 s.
         #[arg(long, default_value_t = 2.0)]
         seconds: f64,
+        /// Run only one part: the microbenchmarks or the daemon's cost.
+        #[arg(long, value_enum)]
+        only: Option<bench::Part>,
+        /// Processes the daemon's busy-host scenario keeps alive.
+        #[arg(long, default_value_t = 500)]
+        procs: usize,
         /// Print every measurement and the raw per-round numbers.
         #[arg(long, short)]
         verbose: bool,
@@ -94,11 +102,15 @@ fn run(cli: Cli) -> Result<()> {
         Command::Bench {
             rounds,
             seconds,
+            only,
+            procs,
             verbose,
         } => bench::bench(bench::Options {
             rounds,
             seconds,
             verbose,
+            only,
+            procs,
         })?,
     }
     Ok(())

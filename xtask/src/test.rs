@@ -8,7 +8,7 @@ use crate::build::{Profile, build};
 use crate::cmd::{self, is_root};
 
 pub fn test() -> Result<()> {
-    let tc = bootstrap(Need::Build)?;
+    let tc = bootstrap(Need::Test)?;
     let art = build(&tc, Profile::Release)?;
     if !is_root() {
         eprintln!("test: warning: not root; integration tests that load eBPF will fail or skip");

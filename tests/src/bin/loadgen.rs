@@ -2,6 +2,7 @@
 //! time and prints its rate (operations per second) as one number on stdout.
 //!
 //! usage: loadgen <faults|futex|syscall|dio> [--seconds S] [--dir DIR]
+//!        loadgen procs [--procs N] [--seconds S]
 //!
 //! Each workload hammers one kernel path that sentinel probes, so the rate
 //! under a tracer, against the rate with nothing attached, is the tracer's
@@ -11,6 +12,14 @@
 //!   syscall  getppid in a loop: the tax any enabled syscall tracepoint puts
 //!            on every syscall of every process
 //!   dio      O_DIRECT 64 KiB overwrites (block:block_rq_issue/complete)
+//!
+//! `procs` is not a rate benchmark but a busy host for the daemon-cost
+//! bench: it keeps N (default 500) cheap processes alive that each fault a
+//! few pages every second, so the kernel has an entry for every one of them
+//! and the daemon samples them all. It prints `loadgen: procs ready` on
+//! stderr once every child has faulted, runs until SIGTERM/SIGINT or
+//! `--seconds`, kills and reaps its children, and prints how many were
+//! still alive at the end.
 
 use std::alloc::{Layout, alloc_zeroed, dealloc};
 use std::ffi::CString;
@@ -25,7 +34,8 @@ use std::time::{Duration, Instant};
 
 type Result<T> = std::result::Result<T, String>;
 
-const USAGE: &str = "usage: loadgen <faults|futex|syscall|dio> [--seconds S] [--dir DIR]";
+const USAGE: &str = "usage: loadgen <faults|futex|syscall|dio> [--seconds S] [--dir DIR]\n       \
+                     loadgen procs [--procs N] [--seconds S]";
 
 fn main() -> ExitCode {
     match run() {
@@ -49,6 +59,7 @@ fn run() -> Result<f64> {
         .into_owned();
     let mut seconds = 2.0_f64;
     let mut dir = std::env::temp_dir();
+    let mut procs_n = 500usize;
     while let Some(flag) = args.next() {
         let value = args
             .next()
@@ -62,6 +73,13 @@ fn run() -> Result<f64> {
                     .ok_or_else(|| format!("--seconds {value:?}: not a positive number"))?;
             }
             Some("--dir") => dir = PathBuf::from(value),
+            Some("--procs") => {
+                procs_n = value
+                    .to_str()
+                    .and_then(|v| v.parse().ok())
+                    .filter(|n: &usize| *n > 0)
+                    .ok_or_else(|| format!("--procs {value:?}: not a positive integer"))?;
+            }
             _ => return Err(format!("unknown option {flag:?}\n{USAGE}")),
         }
     }
@@ -71,6 +89,7 @@ fn run() -> Result<f64> {
         "futex" => futex(duration),
         "syscall" => Ok(syscall(duration)),
         "dio" => dio(duration, &dir),
+        "procs" => procs(procs_n, duration),
         other => Err(format!("unknown workload {other:?}\n{USAGE}")),
     }
 }
@@ -348,4 +367,164 @@ fn refuse_memory_fs(dir: &Path) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// Set by SIGTERM/SIGINT in the `procs` parent.
+static PROCS_STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_stop_signal(_: libc::c_int) {
+    PROCS_STOP.store(true, Ordering::Relaxed);
+}
+
+/// Pages each `procs` child drops and faults back in every second.
+const PROCS_PAGES: usize = 4;
+
+/// Keeps `n` processes alive, each faulting `PROCS_PAGES` pages a second.
+/// Returns how many were still alive at the end (all of them, normally).
+fn procs(n: usize, duration: Duration) -> Result<f64> {
+    // SAFETY: the handler only stores to an atomic, which is
+    // async-signal-safe.
+    unsafe {
+        let handler = on_stop_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        libc::signal(libc::SIGTERM, handler);
+        libc::signal(libc::SIGINT, handler);
+    }
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: pipe writes two fds into the array.
+    if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
+        return Err(os_error("pipe"));
+    }
+    let [ready_r, ready_w] = fds;
+    // SAFETY: getpid and sysconf have no preconditions.
+    let parent = unsafe { libc::getpid() };
+    let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) })
+        .map_err(|_| os_error("sysconf(_SC_PAGESIZE)"))?;
+    let mut children: Vec<libc::pid_t> = Vec::with_capacity(n);
+    let mut failure = None;
+    for i in 0..n {
+        // SAFETY: we are single-threaded, and the child only makes
+        // async-signal-safe calls (procs_child never returns).
+        match unsafe { libc::fork() } {
+            -1 => {
+                failure = Some(os_error(&format!("fork of child {} of {n}", i + 1)));
+                break;
+            }
+            0 => unsafe { procs_child(parent, ready_r, ready_w, page, i, n) },
+            pid => children.push(pid),
+        }
+    }
+    // SAFETY: our own fds; the children keep their copies of the write end
+    // until they have faulted once.
+    unsafe { libc::close(ready_w) };
+    if failure.is_none() {
+        // One byte per child once it faulted its pages; EOF early means a
+        // child died before that.
+        let mut got = 0usize;
+        let mut buf = [0u8; 512];
+        while got < children.len() && !PROCS_STOP.load(Ordering::Relaxed) {
+            // SAFETY: reading into a buffer we own, within its length.
+            let r = unsafe { libc::read(ready_r, buf.as_mut_ptr().cast(), buf.len()) };
+            if r > 0 {
+                got += r as usize;
+            } else if r == 0 {
+                failure = Some(format!("only {got} of {n} children started"));
+                break;
+            } else if std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+                failure = Some(os_error("reading the ready pipe"));
+                break;
+            }
+        }
+    }
+    // SAFETY: our own fd.
+    unsafe { libc::close(ready_r) };
+    let mut alive = children.len();
+    if failure.is_none() {
+        eprintln!("loadgen: procs ready: {n} processes");
+        let start = Instant::now();
+        while !PROCS_STOP.load(Ordering::Relaxed) && start.elapsed() < duration {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        // SAFETY: non-blocking wait for any of our children.
+        let mut status = 0;
+        while unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) } > 0 {
+            alive -= 1;
+        }
+    }
+    for &pid in &children {
+        // SAFETY: our own unreaped (or already reaped: then ESRCH, or a
+        // zombie) children.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+    let mut status = 0;
+    // SAFETY: blocking wait for our children until there are none (ECHILD).
+    while unsafe { libc::waitpid(-1, &mut status, 0) } > 0 {}
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(alive as f64),
+    }
+}
+
+/// One `procs` child: async-signal-safe calls only, never returns.
+///
+/// # Safety
+/// Must be called in a freshly forked child of a single-threaded parent.
+unsafe fn procs_child(
+    parent: libc::pid_t,
+    ready_r: libc::c_int,
+    ready_w: libc::c_int,
+    page: usize,
+    index: usize,
+    n: usize,
+) -> ! {
+    unsafe {
+        libc::signal(libc::SIGTERM, libc::SIG_DFL);
+        libc::signal(libc::SIGINT, libc::SIG_DFL);
+        libc::close(ready_r);
+        // Dies with the parent, whatever kills it; the check catches a
+        // parent that died before the prctl.
+        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 || libc::getppid() != parent {
+            libc::_exit(1);
+        }
+        let len = PROCS_PAGES * page;
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+        if p == libc::MAP_FAILED {
+            libc::_exit(1);
+        }
+        libc::madvise(p, len, libc::MADV_NOHUGEPAGE);
+        let touch = || {
+            for k in 0..PROCS_PAGES {
+                std::ptr::write_volatile(p.cast::<u8>().add(k * page), 1);
+            }
+        };
+        touch();
+        let one = 1u8;
+        if libc::write(ready_w, (&raw const one).cast(), 1) != 1 {
+            libc::_exit(1);
+        }
+        libc::close(ready_w);
+        // Spread the wake-ups over the second instead of 500 at once.
+        let phase_ns = (index as u64 * 1_000_000_000 / n as u64) as libc::c_long;
+        let phase = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: phase_ns,
+        };
+        libc::nanosleep(&phase, std::ptr::null_mut());
+        let second = libc::timespec {
+            tv_sec: 1,
+            tv_nsec: 0,
+        };
+        loop {
+            // Drop the pages so touching them faults again.
+            libc::madvise(p, len, libc::MADV_DONTNEED);
+            touch();
+            libc::nanosleep(&second, std::ptr::null_mut());
+        }
+    }
 }

@@ -14,12 +14,23 @@
 //!   buffered-write <path> <MiB>  buffered 1 MiB writes, then fsync
 //!   oom <MiB>                    allocate+touch 1 MiB at a time up to MiB (expects to be OOM-killed)
 //!   forkstorm <forks> <execs>    short-lived children that touch pages and _exit, then fork+exec /bin/true
+//!   exit-writers <dir> <n>       n children that each rewrite a file and exit without closing it
+//!   write-phases <path> <MiB>    two rounds of buffered writes + fsync, each after a "go" ("phase1" between)
+//!   grow <MiB/s> <max MiB>       after go, touch fresh anonymous memory at that pace (100 ms steps) up to
+//!                                max, then hold it; prints "progress mib=N" each second (may be OOM-killed)
+//!   hold <MiB>                   allocate and touch before ready, then hold it flat
+//!   pool <workers>               idle thread pool: workers block on a Condvar for jobs that never come
+//!                                (all waiting before ready); after go the main thread hashes in short
+//!                                bursts with ~10 ms sleeps, prints "running", and runs until stdin closes
+//!   write-rate <path> <MiB/s> <s>  after go, buffered appends to path paced in 100 ms steps for s seconds,
+//!                                then "done bytes=N" and linger (deletes nothing)
 //!   idle                         nothing (harness self-tests)
 
 use std::cell::UnsafeCell;
+use std::collections::VecDeque;
 use std::ffi::CString;
 use std::io::{BufRead, Write};
-use std::sync::{Arc, Barrier, mpsc};
+use std::sync::{Arc, Barrier, Condvar, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 const MIB: usize = 1 << 20;
@@ -37,6 +48,10 @@ fn main() {
         ["forkstorm", forks, execs] => forkstorm(parse(forks), parse(execs)),
         ["exit-writers", dir, n] => exit_writers(dir, parse(n)),
         ["write-phases", path, mib] => write_phases(path, parse(mib)),
+        ["grow", rate, max] => grow(parse(rate), parse(max)),
+        ["hold", mib] => hold(parse(mib)),
+        ["pool", workers] => pool(parse(workers)),
+        ["write-rate", path, rate, secs] => write_rate(path, parse(rate), parse(secs)),
         ["idle"] => {
             say("ready");
             wait_go();
@@ -414,5 +429,214 @@ fn write_phases(path: &str, mib: usize) {
     round("phase1");
     wait_go();
     round(&format!("done bytes={}", mib * MIB));
+    linger()
+}
+
+/// The pace of the paced modes.
+const STEP: Duration = Duration::from_millis(100);
+
+/// Sleeps until `start + n * STEP` (at once when already late).
+fn sleep_until_step(start: Instant, n: u32) {
+    let at = start + STEP * n;
+    let now = Instant::now();
+    if at > now {
+        std::thread::sleep(at - now);
+    }
+}
+
+/// After go, touches a fresh anonymous mapping at `mib_per_s` in 100 ms
+/// steps (each step catches up with the schedule, so the average rate holds
+/// even when a step runs late) until `max_mib` are resident, then holds it.
+fn grow(mib_per_s: usize, max_mib: usize) {
+    if mib_per_s == 0 || max_mib == 0 {
+        die("grow needs a non-zero rate and maximum");
+    }
+    let len = max_mib * MIB;
+    // Reserved up front; only touched pages are charged.
+    let p = map_anon(len);
+    let page = page_size();
+    let rate = (mib_per_s * MIB) as f64;
+    say("ready");
+    wait_go();
+    let start = Instant::now();
+    let mut touched = 0usize;
+    let mut reported = 0usize;
+    let mut step = 0u32;
+    while touched < len {
+        step += 1;
+        sleep_until_step(start, step);
+        let due = (start.elapsed().as_secs_f64() * rate) as usize;
+        let target = (due / page * page).min(len);
+        if target > touched {
+            // SAFETY: `touched < target <= len`, inside the mapping.
+            touch(unsafe { p.add(touched) }, target - touched);
+            touched = target;
+        }
+        let secs = start.elapsed().as_secs() as usize;
+        if secs > reported {
+            reported = secs;
+            say(&format!("progress mib={}", touched / MIB));
+        }
+    }
+    say(&format!(
+        "done mib={max_mib} seconds={:.1}",
+        start.elapsed().as_secs_f64()
+    ));
+    linger()
+}
+
+/// Allocates and touches `mib` before ready, then holds it flat.
+fn hold(mib: usize) {
+    let len = mib * MIB;
+    let p = map_anon(len);
+    touch(p, len);
+    say(&format!("ready bytes={len}"));
+    wait_go();
+    say("done");
+    linger()
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+struct JobQueue {
+    jobs: VecDeque<Job>,
+    /// Workers that have gone idle at least once.
+    idle: usize,
+}
+
+/// An idle thread pool: `workers` threads wait on a Condvar for jobs that
+/// never come, while the main thread keeps making CPU progress. Nothing
+/// here is stuck; a detector that calls it a deadlock or a hang is wrong.
+fn pool(workers: usize) {
+    let shared = Arc::new((
+        Mutex::new(JobQueue {
+            jobs: VecDeque::new(),
+            idle: 0,
+        }),
+        Condvar::new(),
+    ));
+    let (tid_tx, tid_rx) = mpsc::channel();
+    for i in 0..workers {
+        let shared = Arc::clone(&shared);
+        let tid_tx = tid_tx.clone();
+        std::thread::Builder::new()
+            .name(format!("pool-{i}"))
+            .spawn(move || {
+                // SAFETY: gettid has no preconditions.
+                let _ = tid_tx.send(unsafe { libc::gettid() });
+                // The main thread collects until every sender is gone.
+                drop(tid_tx);
+                let (queue, available) = &*shared;
+                let mut q = queue.lock().unwrap_or_else(|p| p.into_inner());
+                q.idle += 1;
+                loop {
+                    if let Some(job) = q.jobs.pop_front() {
+                        drop(q);
+                        job();
+                        q = queue.lock().unwrap_or_else(|p| p.into_inner());
+                        continue;
+                    }
+                    q = available.wait(q).unwrap_or_else(|p| p.into_inner());
+                }
+            })
+            .unwrap_or_else(|e| die(&format!("spawning worker {i}: {e}")));
+    }
+    drop(tid_tx);
+    let tids: Vec<libc::pid_t> = tid_rx.iter().collect();
+    if tids.len() != workers {
+        die("a pool worker died");
+    }
+    // Every worker went idle under the lock (so it is inside wait, which
+    // released it), and each sits in futex(2) as the kernel sees it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let idle = shared.0.lock().unwrap_or_else(|p| p.into_inner()).idle;
+        if idle == workers && tids.iter().all(|&t| in_syscall(t, libc::SYS_futex)) {
+            break;
+        }
+        if Instant::now() > deadline {
+            die(&format!(
+                "pool workers not all waiting after 30 s ({idle}/{workers} idle)"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    say(&format!("ready workers={workers}"));
+    wait_go();
+    // Stay alive only as long as the test does (stdin), while main computes.
+    std::thread::Builder::new()
+        .name("stdin".into())
+        .spawn(|| linger())
+        .unwrap_or_else(|e| die(&format!("spawning the stdin thread: {e}")));
+    say("running");
+    let mut data = vec![0u8; 256 * 1024];
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for b in data.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    loop {
+        // ~2 ms of hashing, then ~10 ms of sleep: steady, visible progress
+        // at a fraction of a core.
+        let burst = Instant::now();
+        while burst.elapsed() < Duration::from_millis(2) {
+            for &b in &data {
+                hash = (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+            }
+            let i = (hash as usize) % data.len();
+            data[i] ^= hash as u8;
+        }
+        std::hint::black_box(hash);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// True when thread `tid` of this process is inside syscall `nr`.
+fn in_syscall(tid: libc::pid_t, nr: i64) -> bool {
+    std::fs::read_to_string(format!("/proc/self/task/{tid}/syscall"))
+        .ok()
+        .and_then(|t| t.split_whitespace().next()?.parse::<i64>().ok())
+        == Some(nr)
+}
+
+/// After go, appends to `path` with buffered writes at `mib_per_s`, in
+/// 100 ms steps that catch up with the schedule, for `seconds`; then
+/// prints done and lingers, idle.
+fn write_rate(path: &str, mib_per_s: usize, seconds: usize) {
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap_or_else(|e| die(&format!("open {path}: {e}")));
+    let chunk: Vec<u8> = (0..MIB).map(|i| (i % 251) as u8 | 1).collect();
+    let total = mib_per_s * seconds * MIB;
+    let rate = (mib_per_s * MIB) as f64;
+    say("ready");
+    wait_go();
+    let start = Instant::now();
+    let mut written = 0usize;
+    let mut step = 0u32;
+    while written < total {
+        let due = ((start.elapsed().as_secs_f64() * rate) as usize).min(total);
+        while written < due {
+            let n = (due - written).min(MIB);
+            if let Err(e) = file.write_all(&chunk[..n]) {
+                die(&format!("write {path}: {e}"));
+            }
+            written += n;
+        }
+        if written < total {
+            step += 1;
+            sleep_until_step(start, step);
+        }
+    }
+    say(&format!(
+        "done bytes={written} seconds={:.1}",
+        start.elapsed().as_secs_f64()
+    ));
+    drop(file);
     linger()
 }

@@ -1,0 +1,1194 @@
+//! The daemon's configuration, a TOML file in which every section and key is
+//! optional (a missing one keeps its default, an empty file is all defaults).
+//! Durations are written as strings (`"15m"`), sizes too (`"64MB"`).
+//!
+//! The file is parsed into a plain `toml::Table` and walked against a fixed
+//! schema rather than deserialized straight into the structs: that gives
+//! every error its dotted key and a reason worded for a person editing
+//! `/etc`, where serde's would say `invalid type: integer, expected a string`
+//! without saying which key. The table keeps no positions, so `locate` finds
+//! the line by scanning the source.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Serialize, Serializer};
+use toml::{Table, Value};
+
+use crate::units;
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Config {
+    pub daemon: Daemon,
+    pub memory: Memory,
+    pub deadlock: Deadlock,
+    pub writes: Writes,
+    pub threads: Threads,
+    pub thrashing: Thrashing,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Daemon {
+    /// Sampling period.
+    #[serde(serialize_with = "human_duration")]
+    pub interval: Duration,
+    /// How long a condition must stay clear before its event resolves.
+    #[serde(serialize_with = "human_duration")]
+    pub resolve_after: Duration,
+}
+
+impl Default for Daemon {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(1),
+            resolve_after: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Memory {
+    #[serde(serialize_with = "human_duration")]
+    pub warn_horizon: Duration,
+    #[serde(serialize_with = "human_duration")]
+    pub crit_horizon: Duration,
+    /// How long growth must be sustained to count.
+    #[serde(serialize_with = "human_duration")]
+    pub min_duration: Duration,
+    /// Bytes: the smallest rise over a window that counts as growth.
+    #[serde(serialize_with = "human_size")]
+    pub min_growth: u64,
+}
+
+impl Default for Memory {
+    fn default() -> Self {
+        Self {
+            warn_horizon: Duration::from_secs(15 * 60),
+            crit_horizon: Duration::from_secs(3 * 60),
+            min_duration: Duration::from_secs(20),
+            min_growth: 64_000_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Deadlock {
+    #[serde(serialize_with = "human_duration")]
+    pub min_wait: Duration,
+    #[serde(serialize_with = "human_duration")]
+    pub hang_after: Duration,
+}
+
+impl Default for Deadlock {
+    fn default() -> Self {
+        Self {
+            min_wait: Duration::from_secs(30),
+            hang_after: Duration::from_secs(5 * 60),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Writes {
+    /// Bytes per day.
+    #[serde(serialize_with = "human_size")]
+    pub daily_budget: u64,
+    #[serde(serialize_with = "human_duration")]
+    pub fill_warn_horizon: Duration,
+    #[serde(serialize_with = "human_duration")]
+    pub fill_crit_horizon: Duration,
+    #[serde(serialize_with = "human_duration")]
+    pub min_duration: Duration,
+}
+
+impl Default for Writes {
+    fn default() -> Self {
+        Self {
+            daily_budget: 100_000_000_000,
+            fill_warn_horizon: Duration::from_secs(7 * 86_400),
+            fill_crit_horizon: Duration::from_secs(6 * 3_600),
+            min_duration: Duration::from_secs(20),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Threads {
+    pub max_threads: u32,
+}
+
+impl Default for Threads {
+    fn default() -> Self {
+        Self { max_threads: 2000 }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Thrashing {
+    /// Percent (PSI memory `some`).
+    pub memory_pressure: f64,
+    /// Per second, host-wide.
+    pub major_faults: u64,
+    #[serde(serialize_with = "human_duration")]
+    pub min_duration: Duration,
+}
+
+impl Default for Thrashing {
+    fn default() -> Self {
+        Self {
+            memory_pressure: 10.0,
+            major_faults: 200,
+            min_duration: Duration::from_secs(30),
+        }
+    }
+}
+
+fn human_duration<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&units::duration(*d))
+}
+
+fn human_size<S: Serializer>(b: &u64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&units::size(*b))
+}
+
+/// Every section and its keys, for rejecting unknown names. `parse` reads
+/// exactly these; a test keeps the two in step.
+const SCHEMA: &[(&str, &[&str])] = &[
+    ("daemon", &["interval", "resolve_after"]),
+    (
+        "memory",
+        &["warn_horizon", "crit_horizon", "min_duration", "min_growth"],
+    ),
+    ("deadlock", &["min_wait", "hang_after"]),
+    (
+        "writes",
+        &[
+            "daily_budget",
+            "fill_warn_horizon",
+            "fill_crit_horizon",
+            "min_duration",
+        ],
+    ),
+    ("threads", &["max_threads"]),
+    (
+        "thrashing",
+        &["memory_pressure", "major_faults", "min_duration"],
+    ),
+];
+
+const MIN_INTERVAL: Duration = Duration::from_millis(100);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{}: cannot read config: {source}", .path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// A syntax error, or a section, key or value the schema rejects.
+    #[error("{}", invalid(.path, *.pos, .key.as_deref(), .reason))]
+    Invalid {
+        path: PathBuf,
+        /// 1-based line and column.
+        pos: Option<(usize, usize)>,
+        /// Dotted, e.g. `memory.warn_horizon`; absent for syntax errors.
+        key: Option<String>,
+        reason: String,
+    },
+}
+
+fn invalid(path: &Path, pos: Option<(usize, usize)>, key: Option<&str>, reason: &str) -> String {
+    let mut out = path.display().to_string();
+    if let Some((line, col)) = pos {
+        out.push_str(&format!(":{line}:{col}"));
+    }
+    if let Some(key) = key {
+        out.push_str(&format!(": {key}"));
+    }
+    format!("{out}: {reason}")
+}
+
+impl ConfigError {
+    pub fn line(&self) -> Option<usize> {
+        match self {
+            Self::Invalid { pos, .. } => pos.map(|(line, _)| line),
+            Self::Read { .. } => None,
+        }
+    }
+
+    pub fn column(&self) -> Option<usize> {
+        match self {
+            Self::Invalid { pos, .. } => pos.map(|(_, col)| col),
+            Self::Read { .. } => None,
+        }
+    }
+
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            Self::Invalid { key, .. } => key.as_deref(),
+            Self::Read { .. } => None,
+        }
+    }
+}
+
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    parse(&text, path)
+}
+
+/// `path` only names the file in errors.
+pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+    let root: Table = toml::from_str(text).map_err(|e| ConfigError::Invalid {
+        path: path.to_owned(),
+        pos: e.span().map(|span| line_col(text, span.start)),
+        key: None,
+        // toml's message runs over several lines; errors here are one line.
+        reason: e.message().trim().lines().collect::<Vec<_>>().join("; "),
+    })?;
+    let mut r = Reader {
+        text,
+        path,
+        root: &root,
+        errors: Vec::new(),
+    };
+    r.check_names();
+
+    let d = Config::default();
+    let config = Config {
+        daemon: Daemon {
+            interval: r.get("daemon", "interval", d.daemon.interval, duration),
+            resolve_after: r.get("daemon", "resolve_after", d.daemon.resolve_after, duration),
+        },
+        memory: Memory {
+            warn_horizon: r.get(
+                "memory",
+                "warn_horizon",
+                d.memory.warn_horizon,
+                positive_duration,
+            ),
+            crit_horizon: r.get(
+                "memory",
+                "crit_horizon",
+                d.memory.crit_horizon,
+                positive_duration,
+            ),
+            min_duration: r.get("memory", "min_duration", d.memory.min_duration, duration),
+            min_growth: r.get("memory", "min_growth", d.memory.min_growth, size),
+        },
+        deadlock: Deadlock {
+            min_wait: r.get("deadlock", "min_wait", d.deadlock.min_wait, duration),
+            hang_after: r.get("deadlock", "hang_after", d.deadlock.hang_after, duration),
+        },
+        writes: Writes {
+            daily_budget: r.get(
+                "writes",
+                "daily_budget",
+                d.writes.daily_budget,
+                positive_size,
+            ),
+            fill_warn_horizon: r.get(
+                "writes",
+                "fill_warn_horizon",
+                d.writes.fill_warn_horizon,
+                positive_duration,
+            ),
+            fill_crit_horizon: r.get(
+                "writes",
+                "fill_crit_horizon",
+                d.writes.fill_crit_horizon,
+                positive_duration,
+            ),
+            min_duration: r.get("writes", "min_duration", d.writes.min_duration, duration),
+        },
+        threads: Threads {
+            max_threads: r.get("threads", "max_threads", d.threads.max_threads, |v| {
+                integer(v, 1, u32::MAX.into()).map(|n| n as u32)
+            }),
+        },
+        thrashing: Thrashing {
+            memory_pressure: r.get(
+                "thrashing",
+                "memory_pressure",
+                d.thrashing.memory_pressure,
+                percent,
+            ),
+            major_faults: r.get("thrashing", "major_faults", d.thrashing.major_faults, |v| {
+                integer(v, 0, i64::MAX).map(|n| n as u64)
+            }),
+            min_duration: r.get(
+                "thrashing",
+                "min_duration",
+                d.thrashing.min_duration,
+                duration,
+            ),
+        },
+    };
+    // Cross-field checks would judge a rejected value's default stand-in.
+    if r.errors.is_empty() {
+        if config.daemon.interval < MIN_INTERVAL {
+            r.fail(
+                "daemon",
+                Some("interval"),
+                At::Value,
+                format!(
+                    "{} is too short: sampling needs at least {}",
+                    units::duration(config.daemon.interval),
+                    units::duration(MIN_INTERVAL)
+                ),
+            );
+        }
+        r.shorter(
+            "memory",
+            ("crit_horizon", config.memory.crit_horizon),
+            ("warn_horizon", config.memory.warn_horizon),
+        );
+        r.shorter(
+            "writes",
+            ("fill_crit_horizon", config.writes.fill_crit_horizon),
+            ("fill_warn_horizon", config.writes.fill_warn_horizon),
+        );
+    }
+    // The first problem in the file, not in the schema's order.
+    r.errors.sort_by_key(|e| e.line().unwrap_or(usize::MAX));
+    match r.errors.into_iter().next() {
+        Some(e) => Err(e),
+        None => Ok(config),
+    }
+}
+
+/// Where in a key-value pair an error points.
+#[derive(Clone, Copy)]
+enum At {
+    Key,
+    Value,
+}
+
+struct Reader<'a> {
+    text: &'a str,
+    path: &'a Path,
+    root: &'a Table,
+    errors: Vec<ConfigError>,
+}
+
+impl<'a> Reader<'a> {
+    fn fail(&mut self, section: &str, key: Option<&str>, at: At, reason: String) {
+        let spot = locate(self.text, section, key).or_else(|| locate(self.text, section, None));
+        self.errors.push(ConfigError::Invalid {
+            path: self.path.to_owned(),
+            pos: spot.map(|s| match at {
+                At::Key => (s.line, s.key_col),
+                At::Value => (s.line, s.value_col),
+            }),
+            key: Some(match key {
+                Some(key) => format!("{section}.{key}"),
+                None => section.to_owned(),
+            }),
+            reason,
+        });
+    }
+
+    fn check_names(&mut self) {
+        let root = self.root;
+        for (name, item) in root {
+            let Some((_, keys)) = SCHEMA.iter().find(|(s, _)| *s == name.as_str()) else {
+                let reason = unknown_section(name, item);
+                self.fail(name, None, At::Key, reason);
+                continue;
+            };
+            let Value::Table(table) = item else {
+                let reason = format!("must be a [{name}] section, found {}", describe(item));
+                self.fail(name, None, At::Value, reason);
+                continue;
+            };
+            for key in table.keys().filter(|k| !keys.contains(&k.as_str())) {
+                let reason = format!("unknown key (valid in [{name}]: {})", keys.join(", "));
+                self.fail(name, Some(key), At::Key, reason);
+            }
+        }
+    }
+
+    fn value(&self, section: &str, key: &str) -> Option<&'a Value> {
+        self.root.get(section)?.as_table()?.get(key)
+    }
+
+    /// The value of `section.key` if written, else `default`; a rejected
+    /// value is recorded and also yields `default`.
+    fn get<T>(
+        &mut self,
+        section: &str,
+        key: &str,
+        default: T,
+        parse: impl Fn(&Value) -> Result<T, String>,
+    ) -> T {
+        let Some(value) = self.value(section, key) else {
+            return default;
+        };
+        match parse(value) {
+            Ok(v) => v,
+            Err(reason) => {
+                self.fail(section, Some(key), At::Value, reason);
+                default
+            }
+        }
+    }
+
+    /// `short` must be shorter than `long`; blames the one the file sets,
+    /// since the other is a default the user may not know about.
+    fn shorter(&mut self, section: &str, short: (&str, Duration), long: (&str, Duration)) {
+        if short.1 < long.1 {
+            return;
+        }
+        let show = |(key, d): (&str, Duration)| {
+            let default = if self.value(section, key).is_none() {
+                ", the default"
+            } else {
+                ""
+            };
+            format!("{section}.{key} ({}{default})", units::duration(d))
+        };
+        let (blamed, reason) = if self.value(section, short.0).is_some() {
+            let other = show(long);
+            (
+                short.0,
+                format!("{} must be shorter than {other}", units::duration(short.1)),
+            )
+        } else {
+            let other = show(short);
+            (
+                long.0,
+                format!("{} must be longer than {other}", units::duration(long.1)),
+            )
+        };
+        self.fail(section, Some(blamed), At::Value, reason);
+    }
+}
+
+fn unknown_section(name: &str, item: &Value) -> String {
+    let sections: Vec<&str> = SCHEMA.iter().map(|(s, _)| *s).collect();
+    let mut reason = format!("unknown section (valid: {})", sections.join(", "));
+    // A key written above any section header lands at the top level.
+    if !item.is_table()
+        && let Some((section, _)) = SCHEMA.iter().find(|(_, keys)| keys.contains(&name))
+    {
+        reason.push_str(&format!("; `{name}` belongs under [{section}]"));
+    }
+    reason
+}
+
+fn describe(v: &Value) -> String {
+    match v {
+        Value::String(s) => format!("string {s:?}"),
+        Value::Integer(n) => format!("integer {n}"),
+        Value::Float(f) => format!("float {f}"),
+        Value::Boolean(b) => format!("boolean {b}"),
+        Value::Datetime(d) => format!("datetime {d}"),
+        Value::Array(_) => "an array".into(),
+        Value::Table(_) => "a table".into(),
+    }
+}
+
+fn duration(v: &Value) -> Result<Duration, String> {
+    match v {
+        Value::String(s) => units::parse_duration(s).map_err(|e| {
+            if e.contains("is not a duration") {
+                e
+            } else {
+                format!("{s:?} is not a duration: {e}")
+            }
+        }),
+        // A bare number has no unit, and guessing seconds is how 30 becomes
+        // half a minute when milliseconds were meant.
+        Value::Integer(n) => Err(format!(
+            "expected a duration string such as \"30s\", found integer {n} (write \"{n}s\")"
+        )),
+        other => Err(format!(
+            "expected a duration string such as \"30s\", found {}",
+            describe(other)
+        )),
+    }
+}
+
+fn positive_duration(v: &Value) -> Result<Duration, String> {
+    let d = duration(v)?;
+    if d.is_zero() {
+        return Err("must be longer than 0s".into());
+    }
+    Ok(d)
+}
+
+fn size(v: &Value) -> Result<u64, String> {
+    match v {
+        Value::String(s) => units::parse_size(s).map_err(|e| {
+            if e.contains("is not a size") {
+                e
+            } else {
+                format!("{s:?} is not a size: {e}")
+            }
+        }),
+        Value::Integer(n) => Err(format!(
+            "expected a size string such as \"64MB\", found integer {n} \
+             (write \"{n}MB\", or \"{n}\" for bytes)"
+        )),
+        other => Err(format!(
+            "expected a size string such as \"64MB\", found {}",
+            describe(other)
+        )),
+    }
+}
+
+fn positive_size(v: &Value) -> Result<u64, String> {
+    match size(v)? {
+        0 => Err("must be more than 0 bytes".into()),
+        b => Ok(b),
+    }
+}
+
+fn integer(v: &Value, min: i64, max: i64) -> Result<i64, String> {
+    match v {
+        Value::Integer(n) if (min..=max).contains(n) => Ok(*n),
+        Value::Integer(n) => Err(format!("{n} is out of range ({min} to {max})")),
+        other => Err(format!("expected an integer, found {}", describe(other))),
+    }
+}
+
+fn percent(v: &Value) -> Result<f64, String> {
+    let p = match v {
+        Value::Integer(n) => *n as f64,
+        Value::Float(f) => *f,
+        Value::String(s) => {
+            let number = s.trim().strip_suffix('%').unwrap_or(s.trim()).trim_end();
+            number.parse().map_err(|_| {
+                format!("{s:?} is not a percentage (expected e.g. \"10%\", 10 or 12.5)")
+            })?
+        }
+        other => {
+            return Err(format!(
+                "expected a percentage such as \"10%\" or 10, found {}",
+                describe(other)
+            ));
+        }
+    };
+    if !(p > 0.0 && p <= 100.0) {
+        return Err(format!("{p}% is out of range (above 0%, at most 100%)"));
+    }
+    Ok(p)
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = text.get(..offset).unwrap_or(text);
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    (
+        before.matches('\n').count() + 1,
+        before[line_start..].chars().count() + 1,
+    )
+}
+
+/// Where a key is written: its line, and the columns of the key and of its
+/// value.
+#[derive(Debug, PartialEq)]
+struct Spot {
+    line: usize,
+    key_col: usize,
+    value_col: usize,
+}
+
+/// Finds where `section` (with `key`: where `section.key`) is written: under
+/// a `[section]` header, as a dotted `section.key = …`, or inside an inline
+/// table `section = { key = … }`. Only positions come from here, so it is a
+/// line scanner, not a TOML parser: it skips the inside of multi-line
+/// strings but can be fooled by a multi-line array, and a miss costs only
+/// the position in the message.
+fn locate(text: &str, section: &str, key: Option<&str>) -> Option<Spot> {
+    let want: Vec<&str> = std::iter::once(section).chain(key).collect();
+    let mut table: Vec<String> = Vec::new();
+    let mut in_string: Option<&str> = None;
+    for (i, line) in text.lines().enumerate() {
+        if let Some(delim) = in_string {
+            if line.contains(delim) {
+                in_string = None;
+            }
+            continue;
+        }
+        let start = line.len() - line.trim_start().len();
+        let body = &line[start..];
+        let col = |byte: usize| line[..byte].chars().count() + 1;
+        let spot = |key_at: usize, value_at: usize| Spot {
+            line: i + 1,
+            key_col: col(key_at),
+            value_col: col(value_at),
+        };
+        if let Some(header) = body.strip_prefix('[') {
+            let header = header.trim_start_matches('[');
+            table = split_key(&header[..header.find(']').unwrap_or(header.len())]);
+            if has_prefix(&table, &want) {
+                return Some(spot(start, start));
+            }
+            continue;
+        }
+        let Some(eq) = find_unquoted(body, '=') else {
+            continue;
+        };
+        let mut path = table.clone();
+        path.extend(split_key(&body[..eq]));
+        let after_eq = &body[eq + 1..];
+        let value_at = start + eq + 1 + (after_eq.len() - after_eq.trim_start().len());
+        let value = &line[value_at..];
+        if has_prefix(&path, &want) {
+            return Some(spot(start, value_at));
+        }
+        if value.starts_with('{')
+            && path.len() + 1 == want.len()
+            && has_prefix(&path, &want[..path.len()])
+            && let Some((k, v)) = find_inline_key(value, want[path.len()])
+        {
+            return Some(spot(value_at + k, value_at + v));
+        }
+        for delim in ["\"\"\"", "'''"] {
+            if value.starts_with(delim) && !value[3..].contains(delim) {
+                in_string = Some(delim);
+            }
+        }
+    }
+    None
+}
+
+fn has_prefix(path: &[String], prefix: &[&str]) -> bool {
+    path.len() >= prefix.len() && path.iter().zip(prefix).all(|(a, b)| a == b)
+}
+
+/// `a."b c" . d` -> `["a", "b c", "d"]` (escapes in quoted keys are left).
+fn split_key(s: &str) -> Vec<String> {
+    let mut parts = Vec::new();
+    let mut rest = s;
+    while let Some(dot) = find_unquoted(rest, '.') {
+        parts.push(unquote(&rest[..dot]));
+        rest = &rest[dot + 1..];
+    }
+    parts.push(unquote(rest));
+    parts
+}
+
+fn unquote(s: &str) -> String {
+    let s = s.trim();
+    for q in ['"', '\''] {
+        if let Some(inner) = s.strip_prefix(q).and_then(|s| s.strip_suffix(q)) {
+            return inner.to_owned();
+        }
+    }
+    s.to_owned()
+}
+
+fn find_unquoted(s: &str, target: char) -> Option<usize> {
+    let mut quote: Option<char> = None;
+    let mut escaped = false;
+    for (i, c) in s.char_indices() {
+        match quote {
+            Some('"') if escaped => escaped = false,
+            Some('"') if c == '\\' => escaped = true,
+            Some(q) if c == q => quote = None,
+            Some(_) => {}
+            None if c == '"' || c == '\'' => quote = Some(c),
+            None if c == target => return Some(i),
+            None => {}
+        }
+    }
+    None
+}
+
+/// Byte offsets of `key` and of its value inside an inline table `{ … }`.
+fn find_inline_key(table: &str, key: &str) -> Option<(usize, usize)> {
+    let mut from = 0;
+    while let Some(found) = table[from..].find(key) {
+        let at = from + found;
+        from = at + key.len();
+        let before = table[..at]
+            .trim_end()
+            .trim_end_matches(['"', '\''])
+            .trim_end();
+        let after = table[from..].trim_start_matches(['"', '\'']);
+        let after_trimmed = after.trim_start();
+        if !(before.ends_with('{') || before.ends_with(',')) {
+            continue;
+        }
+        // `key = value`, or `key.sub = …` when the key is itself a table.
+        let key_at = if table[..at].ends_with(['"', '\'']) {
+            at - 1
+        } else {
+            at
+        };
+        if let Some(value) = after_trimmed.strip_prefix('=') {
+            let value_at = table.len() - value.trim_start().len();
+            return Some((key_at, value_at));
+        }
+        if after_trimmed.starts_with('.') {
+            return Some((key_at, key_at));
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_str(text: &str) -> Result<Config, ConfigError> {
+        parse(text, Path::new("/etc/sentinel.toml"))
+    }
+
+    /// The error for `text`, checked to carry `line` and `key`.
+    fn error(text: &str, line: usize, key: Option<&str>) -> String {
+        let e = parse_str(text).expect_err("config should be rejected");
+        assert_eq!((e.line(), e.key()), (Some(line), key), "{e}");
+        e.to_string()
+    }
+
+    const FULL: &str = r#"
+# every key, none at its default
+[daemon]
+interval = "500ms"
+resolve_after = "1m"
+
+[memory]
+warn_horizon = "30m"
+crit_horizon = "5m"
+min_duration = "1m"
+min_growth = "128MiB"
+
+[deadlock]
+min_wait = "10s"
+hang_after = "2m"
+
+[writes]
+daily_budget = "1.5TB"
+fill_warn_horizon = "3d"
+fill_crit_horizon = "12h"
+min_duration = "45s"
+
+[threads]
+max_threads = 500
+
+[thrashing]
+memory_pressure = "25%"
+major_faults = 1000
+min_duration = "1m30s"
+"#;
+
+    #[test]
+    fn defaults() {
+        let c = Config::default();
+        assert_eq!(c.daemon.interval, Duration::from_secs(1));
+        assert_eq!(c.daemon.resolve_after, Duration::from_secs(30));
+        assert_eq!(c.memory.warn_horizon, Duration::from_secs(900));
+        assert_eq!(c.memory.crit_horizon, Duration::from_secs(180));
+        assert_eq!(c.memory.min_duration, Duration::from_secs(20));
+        assert_eq!(c.memory.min_growth, 64_000_000);
+        assert_eq!(c.deadlock.min_wait, Duration::from_secs(30));
+        assert_eq!(c.deadlock.hang_after, Duration::from_secs(300));
+        assert_eq!(c.writes.daily_budget, 100_000_000_000);
+        assert_eq!(c.writes.fill_warn_horizon, Duration::from_secs(7 * 86_400));
+        assert_eq!(c.writes.fill_crit_horizon, Duration::from_secs(6 * 3600));
+        assert_eq!(c.writes.min_duration, Duration::from_secs(20));
+        assert_eq!(c.threads.max_threads, 2000);
+        assert_eq!(c.thrashing.memory_pressure, 10.0);
+        assert_eq!(c.thrashing.major_faults, 200);
+        assert_eq!(c.thrashing.min_duration, Duration::from_secs(30));
+
+        assert_eq!(parse_str("").unwrap(), c);
+        assert_eq!(parse_str("# nothing set\n\n").unwrap(), c);
+        assert_eq!(parse_str("[memory]\n[threads]\n").unwrap(), c);
+    }
+
+    #[test]
+    fn full_file() {
+        let c = parse_str(FULL).unwrap();
+        let want = Config {
+            daemon: Daemon {
+                interval: Duration::from_millis(500),
+                resolve_after: Duration::from_secs(60),
+            },
+            memory: Memory {
+                warn_horizon: Duration::from_secs(1800),
+                crit_horizon: Duration::from_secs(300),
+                min_duration: Duration::from_secs(60),
+                min_growth: 128 << 20,
+            },
+            deadlock: Deadlock {
+                min_wait: Duration::from_secs(10),
+                hang_after: Duration::from_secs(120),
+            },
+            writes: Writes {
+                daily_budget: 1_500_000_000_000,
+                fill_warn_horizon: Duration::from_secs(3 * 86_400),
+                fill_crit_horizon: Duration::from_secs(12 * 3600),
+                min_duration: Duration::from_secs(45),
+            },
+            threads: Threads { max_threads: 500 },
+            thrashing: Thrashing {
+                memory_pressure: 25.0,
+                major_faults: 1000,
+                min_duration: Duration::from_secs(90),
+            },
+        };
+        assert_eq!(c, want);
+    }
+
+    #[test]
+    fn partial_file_keeps_other_defaults() {
+        let c = parse_str("[memory]\nwarn_horizon = \"1h\"\n").unwrap();
+        assert_eq!(c.memory.warn_horizon, Duration::from_secs(3600));
+        assert_eq!(
+            Config {
+                memory: Memory {
+                    warn_horizon: Duration::from_secs(3600),
+                    ..Memory::default()
+                },
+                ..Config::default()
+            },
+            c
+        );
+    }
+
+    #[test]
+    fn other_toml_spellings() {
+        let c = parse_str(
+            "memory.warn_horizon = \"20m\"\n\
+             thrashing = { memory_pressure = 12.5, major_faults = 0 }\n\
+             [threads]\n\"max_threads\" = 64\n",
+        )
+        .unwrap();
+        assert_eq!(c.memory.warn_horizon, Duration::from_secs(1200));
+        assert_eq!(c.thrashing.memory_pressure, 12.5);
+        assert_eq!(c.thrashing.major_faults, 0);
+        assert_eq!(c.threads.max_threads, 64);
+        for p in ["10", "10.0", "\"10%\"", "\"10 %\"", "\"10\""] {
+            let c = parse_str(&format!("[thrashing]\nmemory_pressure = {p}\n")).unwrap();
+            assert_eq!(c.thrashing.memory_pressure, 10.0, "{p}");
+        }
+    }
+
+    #[test]
+    fn serializes_back_as_config_strings() {
+        let json = serde_json::to_value(Config::default()).unwrap();
+        assert_eq!(json["memory"]["warn_horizon"], "15m");
+        assert_eq!(json["memory"]["min_growth"], "64MB");
+        assert_eq!(json["writes"]["daily_budget"], "100GB");
+        assert_eq!(json["writes"]["fill_warn_horizon"], "7d");
+        assert_eq!(json["threads"]["max_threads"], 2000);
+        assert_eq!(json["thrashing"]["memory_pressure"], 10.0);
+
+        // SCHEMA (which names are accepted) and the structs (which are
+        // read) must list the same keys.
+        let sections = json.as_object().unwrap();
+        assert_eq!(sections.len(), SCHEMA.len());
+        for (section, keys) in SCHEMA {
+            let mut have: Vec<&str> = sections[*section]
+                .as_object()
+                .unwrap()
+                .keys()
+                .map(String::as_str)
+                .collect();
+            let mut want = keys.to_vec();
+            have.sort_unstable();
+            want.sort_unstable();
+            assert_eq!(have, want, "[{section}]");
+        }
+
+        // What is printed reads back as the same config.
+        let c = parse_str(FULL).unwrap();
+        let json = serde_json::to_value(&c).unwrap();
+        let mut text = String::new();
+        for (section, keys) in json.as_object().unwrap() {
+            text.push_str(&format!("[{section}]\n"));
+            for (key, value) in keys.as_object().unwrap() {
+                text.push_str(&format!("{key} = {value}\n"));
+            }
+        }
+        assert_eq!(parse_str(&text).unwrap(), c, "{text}");
+    }
+
+    #[test]
+    fn unknown_section() {
+        let msg = error(
+            "[daemon]\ninterval = \"2s\"\n\n[memroy]\n",
+            4,
+            Some("memroy"),
+        );
+        assert!(msg.contains("unknown section"), "{msg}");
+        assert!(msg.contains("daemon, memory, deadlock"), "{msg}");
+        assert!(msg.starts_with("/etc/sentinel.toml:4:1: memroy: "), "{msg}");
+
+        let msg = error("interval = \"2s\"\n", 1, Some("interval"));
+        assert!(msg.contains("belongs under [daemon]"), "{msg}");
+    }
+
+    #[test]
+    fn unknown_key() {
+        let msg = error(
+            "[memory]\nwarn_horizon = \"15m\"\n  warn_horizn = \"5m\"\n",
+            3,
+            Some("memory.warn_horizn"),
+        );
+        assert_eq!(
+            msg,
+            "/etc/sentinel.toml:3:3: memory.warn_horizn: unknown key (valid in [memory]: \
+             warn_horizon, crit_horizon, min_duration, min_growth)"
+        );
+        error("deadlock.min_wiat = \"1s\"\n", 1, Some("deadlock.min_wiat"));
+        let msg = error(
+            "\n[threads]\nmax_threads = 10\n[threads.extra]\nx = 1\n",
+            4,
+            Some("threads.extra"),
+        );
+        assert!(msg.contains(":4:1:"), "{msg}");
+    }
+
+    #[test]
+    fn bad_duration() {
+        let msg = error(
+            "# sentinel\n[memory]\nwarn_horizon = \"15 mins\"\n",
+            3,
+            Some("memory.warn_horizon"),
+        );
+        assert!(
+            msg.starts_with(
+                "/etc/sentinel.toml:3:16: memory.warn_horizon: \"15 mins\" is not a duration: unknown unit"
+            ),
+            "{msg}"
+        );
+        let msg = error(
+            "[deadlock]\nhang_after = \"soon\"\n",
+            2,
+            Some("deadlock.hang_after"),
+        );
+        assert!(msg.contains("`soon` is not a duration"), "{msg}");
+        error("[daemon]\ninterval = \"-1s\"\n", 2, Some("daemon.interval"));
+    }
+
+    #[test]
+    fn bad_size() {
+        let msg = error(
+            "[memory]\ncrit_horizon = \"1m\"\nmin_growth = \"20 parsecs\"\n",
+            3,
+            Some("memory.min_growth"),
+        );
+        assert!(msg.contains(":3:14: "), "{msg}");
+        assert!(msg.contains("`20 parsecs` is not a size"), "{msg}");
+        let msg = error(
+            "[writes]\ndaily_budget = \"0GB\"\n",
+            2,
+            Some("writes.daily_budget"),
+        );
+        assert!(msg.contains("more than 0 bytes"), "{msg}");
+    }
+
+    #[test]
+    fn wrong_types() {
+        let msg = error("[deadlock]\nmin_wait = 30\n", 2, Some("deadlock.min_wait"));
+        assert!(msg.contains(":2:12: "), "{msg}");
+        assert!(msg.contains("found integer 30 (write \"30s\")"), "{msg}");
+        let msg = error("[memory]\nmin_growth = 64\n", 2, Some("memory.min_growth"));
+        assert!(msg.contains("\"64MB\""), "{msg}");
+        let msg = error(
+            "[threads]\nmax_threads = \"2000\"\n",
+            2,
+            Some("threads.max_threads"),
+        );
+        assert!(
+            msg.contains("expected an integer, found string \"2000\""),
+            "{msg}"
+        );
+        error(
+            "[threads]\nmax_threads = 0\n",
+            2,
+            Some("threads.max_threads"),
+        );
+        error(
+            "[threads]\nmax_threads = 5000000000\n",
+            2,
+            Some("threads.max_threads"),
+        );
+        error(
+            "[thrashing]\nmajor_faults = -1\n",
+            2,
+            Some("thrashing.major_faults"),
+        );
+        error(
+            "[thrashing]\nmemory_pressure = \"lots\"\n",
+            2,
+            Some("thrashing.memory_pressure"),
+        );
+        error(
+            "[thrashing]\nmemory_pressure = 150\n",
+            2,
+            Some("thrashing.memory_pressure"),
+        );
+        error(
+            "[thrashing]\nmemory_pressure = true\n",
+            2,
+            Some("thrashing.memory_pressure"),
+        );
+        let msg = error("\nmemory = 5\n", 2, Some("memory"));
+        assert!(
+            msg.contains(":2:10: memory: must be a [memory] section, found integer 5"),
+            "{msg}"
+        );
+        error("[[memory]]\n", 1, Some("memory"));
+        error(
+            "[daemon]\ninterval = 1979-05-27T07:32:00Z\n",
+            2,
+            Some("daemon.interval"),
+        );
+        // Located inside an inline table.
+        let msg = error(
+            "deadlock = { hang_after = \"5m\", min_wait = 1 }\n",
+            1,
+            Some("deadlock.min_wait"),
+        );
+        assert!(msg.contains(":1:44: "), "{msg}");
+    }
+
+    #[test]
+    fn horizons_and_interval() {
+        let msg = error(
+            "[memory]\nwarn_horizon = \"5m\"\ncrit_horizon = \"5m\"\n",
+            3,
+            Some("memory.crit_horizon"),
+        );
+        assert!(
+            msg.contains("5m must be shorter than memory.warn_horizon (5m)"),
+            "{msg}"
+        );
+        // Only the warning is set: it is the one to blame.
+        let msg = error(
+            "[memory]\nwarn_horizon = \"2m\"\n",
+            2,
+            Some("memory.warn_horizon"),
+        );
+        assert!(
+            msg.contains("2m must be longer than memory.crit_horizon (3m, the default)"),
+            "{msg}"
+        );
+        error(
+            "[writes]\nfill_crit_horizon = \"8d\"\n",
+            2,
+            Some("writes.fill_crit_horizon"),
+        );
+        let msg = error(
+            "[memory]\ncrit_horizon = \"0s\"\n",
+            2,
+            Some("memory.crit_horizon"),
+        );
+        assert!(msg.contains("must be longer than 0s"), "{msg}");
+        error(
+            "[writes]\nfill_warn_horizon = \"0m\"\n",
+            2,
+            Some("writes.fill_warn_horizon"),
+        );
+        let msg = error(
+            "[daemon]\ninterval = \"50ms\"\n",
+            2,
+            Some("daemon.interval"),
+        );
+        assert!(msg.contains("at least 100ms"), "{msg}");
+        assert!(parse_str("[daemon]\ninterval = \"100ms\"\n").is_ok());
+    }
+
+    #[test]
+    fn first_error_in_the_file_wins() {
+        // Not the schema's order, which would report [daemon] first.
+        error(
+            "[writes]\ndaily_budget = \"lots\"\n[daemon]\ninterval = \"x\"\n",
+            2,
+            Some("writes.daily_budget"),
+        );
+        // A rejected value does not also trip a cross-field check.
+        error(
+            "[memory]\nwarn_horizon = \"2m\"\ncrit_horizon = \"bogus\"\n",
+            3,
+            Some("memory.crit_horizon"),
+        );
+    }
+
+    #[test]
+    fn syntax_error() {
+        let e = parse_str("[memory]\nwarn_horizon = \"15m\n").unwrap_err();
+        assert_eq!((e.line(), e.key()), (Some(2), None), "{e}");
+        let msg = e.to_string();
+        assert!(msg.starts_with("/etc/sentinel.toml:2:"), "{msg}");
+        assert!(!msg.contains('\n'), "{msg}");
+
+        let e = parse_str("[daemon]\ninterval = \"1s\"\ninterval = \"2s\"\n").unwrap_err();
+        assert_eq!(e.line(), Some(3), "{e}");
+        let e = parse_str("\n\n[memory\n").unwrap_err();
+        assert_eq!(e.line(), Some(3), "{e}");
+    }
+
+    #[test]
+    fn unreadable_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("missing.toml");
+        let e = load(&path).unwrap_err();
+        assert!(matches!(e, ConfigError::Read { .. }));
+        assert_eq!((e.line(), e.key()), (None, None));
+        let msg = e.to_string();
+        assert!(
+            msg.starts_with(&format!("{}: cannot read config: ", path.display())),
+            "{msg}"
+        );
+
+        std::fs::write(&path, "[threads]\nmax_threads = 8\n").unwrap();
+        assert_eq!(load(&path).unwrap().threads.max_threads, 8);
+    }
+
+    #[test]
+    fn locating() {
+        let text = "a = 1\n[memory]\n  x = \"\"\"\n[fake]\n\"\"\"\nwarn_horizon = 1\n";
+        assert_eq!(
+            locate(text, "memory", Some("warn_horizon")),
+            Some(Spot {
+                line: 6,
+                key_col: 1,
+                value_col: 16
+            })
+        );
+        assert_eq!(
+            locate(text, "memory", None),
+            Some(Spot {
+                line: 2,
+                key_col: 1,
+                value_col: 1
+            })
+        );
+        assert_eq!(locate(text, "fake", None), None);
+        assert_eq!(
+            locate(
+                "\"memory\" . warn_horizon = 3",
+                "memory",
+                Some("warn_horizon")
+            ),
+            Some(Spot {
+                line: 1,
+                key_col: 1,
+                value_col: 27
+            })
+        );
+        assert_eq!(
+            locate(
+                "memory = { a = 1, 'warn_horizon' = 2 }",
+                "memory",
+                Some("warn_horizon")
+            ),
+            Some(Spot {
+                line: 1,
+                key_col: 19,
+                value_col: 36
+            })
+        );
+        assert_eq!(split_key(r#"a."b.c" . d"#), ["a", "b.c", "d"]);
+        assert_eq!(find_unquoted(r#""k=\"=" = 1"#, '='), Some(8));
+    }
+}

@@ -1,0 +1,238 @@
+//! memory_bloat: RSS growing steadily enough to exhaust what bounds it
+//! (the tightest cgroup memory limit on its path, else the host's available
+//! memory plus free swap) within `memory.warn_horizon`.
+//!
+//! A process is judged first; its container only when no member process
+//! explains the growth on its own (many workers each growing a little), so
+//! one runaway process raises one event, not two.
+use std::path::Path;
+
+use serde_json::{Value, json};
+
+use super::{Ctx, Growth, proc_key, sustained_growth};
+use crate::{
+    cgroup::{self, MemBound},
+    event::{Kind, Severity, SubjectKey, human_bytes, human_duration},
+    incident::{Finding, round1},
+    procfs,
+    profile::{Point, ProcProfile, slope},
+};
+
+/// The memory a subject can still take before something kills it.
+struct Bound {
+    headroom: u64,
+    limit: Option<MemBound>,
+    host_available: u64,
+}
+
+fn host_available(ctx: &Ctx) -> u64 {
+    ctx.profiles
+        .host
+        .last()
+        .map_or(0, |h| h.mem_available + h.swap_free)
+}
+
+fn bound_of(ctx: &Ctx, memory_cgroup: Option<String>) -> Bound {
+    let host = host_available(ctx);
+    let limit = match (ctx.mem_root, memory_cgroup) {
+        (Some((root, v1)), Some(path)) => cgroup::memory_bound(root, *v1, &path),
+        _ => None,
+    };
+    Bound {
+        headroom: limit.as_ref().map_or(host, |l| l.headroom().min(host)),
+        limit,
+        host_available: host,
+    }
+}
+
+fn memory_cgroup_of(ctx: &Ctx, pid: u32) -> Option<String> {
+    let v1 = ctx.mem_root.is_some_and(|(_, v1)| *v1);
+    procfs::memory_cgroup_path(Path::new("/proc"), pid, v1)
+}
+
+fn windows(ctx: &Ctx) -> [f64; 3] {
+    [ctx.cfg.memory.min_duration.as_secs_f64(), 60.0, 600.0]
+}
+
+fn growth(ctx: &Ctx, s: &crate::profile::Series<Point>) -> Option<Growth> {
+    sustained_growth(
+        s,
+        &windows(ctx),
+        ctx.cfg.memory.min_growth as f64,
+        |p: &Point| p.rss as f64,
+    )
+}
+
+fn severity(ctx: &Ctx, secs: f64) -> Option<Severity> {
+    if secs < ctx.cfg.memory.crit_horizon.as_secs_f64() {
+        Some(Severity::Critical)
+    } else if secs < ctx.cfg.memory.warn_horizon.as_secs_f64() {
+        Some(Severity::Warning)
+    } else {
+        None
+    }
+}
+
+/// Growth over the last minute of the processes that compete for the same
+/// memory: those under the same limit, or every process for the host.
+fn contributors(ctx: &Ctx, within: Option<&str>, me: Option<u32>) -> Value {
+    let mut v: Vec<(&ProcProfile, f64)> = ctx
+        .profiles
+        .procs
+        .values()
+        .filter(|p| match within {
+            Some(cg) => ctx
+                .profiles
+                .containers
+                .get(&p.cgroup_id)
+                .is_some_and(|c| cgroup::within(&c.path, cg)),
+            None => true,
+        })
+        .filter_map(|p| {
+            let g = slope(&p.series.window(60.0), |q| q.rss as f64)?;
+            (g > 0.0 || Some(p.pid) == me).then_some((p, g))
+        })
+        .collect();
+    v.sort_by(|a, b| b.1.total_cmp(&a.1));
+    Value::Array(
+        v.into_iter()
+            .take(5)
+            .map(|(p, g)| {
+                json!({
+                    "pid": p.pid,
+                    "comm": p.comm,
+                    "rss_bytes": p.series.last().map_or(0, |l| l.rss),
+                    "growth_bytes_per_s": g.round(),
+                })
+            })
+            .collect(),
+    )
+}
+
+fn evidence(ctx: &Ctx, rss: u64, g: &Growth, b: &Bound, secs: f64) -> Value {
+    json!({
+        "rss_bytes": rss,
+        "growth_bytes_per_s": g.rate.round(),
+        "window_s": round1(g.window_s),
+        "grown_bytes": g.rise.round(),
+        "bound": if b.limit.is_some() { "cgroup_limit" } else { "host" },
+        "limit_cgroup": b.limit.as_ref().map(|l| l.cgroup.clone()),
+        "limit_bytes": b.limit.as_ref().map(|l| l.limit),
+        "limit_working_set_bytes": b.limit.as_ref().map(|l| l.working_set),
+        "host_available_bytes": b.host_available,
+        "headroom_bytes": b.headroom,
+        "time_to_exhaustion_s": round1(secs),
+        "warn_horizon_s": ctx.cfg.memory.warn_horizon.as_secs_f64(),
+        "crit_horizon_s": ctx.cfg.memory.crit_horizon.as_secs_f64(),
+    })
+}
+
+fn what_runs_out(b: &Bound) -> String {
+    match &b.limit {
+        Some(l) => format!(
+            "the memory limit of {} ({})",
+            l.cgroup,
+            human_bytes(l.limit as f64)
+        ),
+        None => "the host's available memory and swap".into(),
+    }
+}
+
+pub fn detect(ctx: &Ctx) -> Vec<Finding> {
+    let mut out = Vec::new();
+    for p in ctx.profiles.procs.values() {
+        let Some(g) = growth(ctx, &p.series) else {
+            continue;
+        };
+        let b = bound_of(ctx, memory_cgroup_of(ctx, p.pid));
+        let secs = b.headroom as f64 / g.rate;
+        let Some(sev) = severity(ctx, secs) else {
+            continue;
+        };
+        let rss = p.series.last().map_or(0, |l| l.rss);
+        let mut ev = evidence(ctx, rss, &g, &b, secs);
+        if let Some(m) = procfs::mem_status(Path::new("/proc"), p.pid) {
+            ev["rss"] = json!({
+                "anon": m.rss_anon, "file": m.rss_file, "shmem": m.rss_shmem, "swap": m.vm_swap,
+            });
+        }
+        ev["top_contributors"] = contributors(
+            ctx,
+            b.limit.as_ref().map(|_| {
+                ctx.profiles
+                    .containers
+                    .get(&p.cgroup_id)
+                    .map_or("/", |c| c.path.as_str())
+            }),
+            Some(p.pid),
+        );
+        out.push(Finding {
+            kind: Kind::MemoryBloat,
+            key: proc_key(p),
+            severity: sev,
+            names: ctx.proc_names(p),
+            summary: format!(
+                "{} (pid {}) has grown {}/s for {} and will exhaust {} in about {}; RSS is {}.",
+                p.comm,
+                p.pid,
+                human_bytes(g.rate),
+                human_duration(g.window_s),
+                what_runs_out(&b),
+                human_duration(secs),
+                human_bytes(rss as f64),
+            ),
+            evidence: ev,
+        });
+    }
+
+    for c in ctx.profiles.containers.values() {
+        let explained = out
+            .iter()
+            .any(|f| matches!(f.key, SubjectKey::Process { pid, .. } if c.members.contains(&pid)))
+            || c.members.iter().any(|pid| {
+                ctx.profiles
+                    .procs
+                    .get(pid)
+                    .is_some_and(|p| ctx.incidents.is_open(Kind::MemoryBloat, &proc_key(p)))
+            });
+        if explained {
+            continue;
+        }
+        let Some(g) = growth(ctx, &c.series) else {
+            continue;
+        };
+        let memcg = c
+            .members
+            .first()
+            .and_then(|&pid| memory_cgroup_of(ctx, pid));
+        let b = bound_of(ctx, memcg);
+        let secs = b.headroom as f64 / g.rate;
+        let Some(sev) = severity(ctx, secs) else {
+            continue;
+        };
+        let rss = c.series.last().map_or(0, |l| l.rss);
+        let mut ev = evidence(ctx, rss, &g, &b, secs);
+        ev["processes"] = json!(c.members.len());
+        ev["top_contributors"] = contributors(ctx, Some(&c.path), None);
+        out.push(Finding {
+            kind: Kind::MemoryBloat,
+            key: SubjectKey::Container {
+                cgroup_id: c.cgroup_id,
+            },
+            severity: sev,
+            names: ctx.container_names(c),
+            summary: format!(
+                "Container {} ({} processes) has grown {}/s for {} and will exhaust {} in about {}; RSS is {}.",
+                c.name(),
+                c.members.len(),
+                human_bytes(g.rate),
+                human_duration(g.window_s),
+                what_runs_out(&b),
+                human_duration(secs),
+                human_bytes(rss as f64),
+            ),
+            evidence: ev,
+        });
+    }
+    out
+}

@@ -1,0 +1,254 @@
+//! deadlock: a cycle in the futex wait-for graph. An edge goes from a
+//! waiting thread to the thread that owns the lock word it waits on (glibc
+//! mutex `__owner`, or the PI futex owner), as read when the wait began.
+//! While the waiter stays in that same wait the owner has not released the
+//! lock (a release would wake it), so a cycle whose every wait is older
+//! than `deadlock.min_wait` cannot resolve by itself.
+use std::{
+    collections::{HashMap, HashSet},
+    path::Path,
+};
+
+use aya::Ebpf;
+use sentinel_common::{FutexWait, WAIT_OWNER_PI, WAIT_OWNER_READ};
+use serde_json::{Value, json};
+
+use super::{Ctx, proc_key};
+use crate::{
+    collect,
+    event::{Kind, Severity, human_duration},
+    incident::{Finding, round1},
+    procfs,
+    profile::{ProcProfile, Profiles},
+    snapshot::{op_name, owner_host_tid},
+    symbolize::Symbolizer,
+};
+
+/// Symbolized user stacks by (pid, process start, stack id): a deadlock
+/// stays on screen for many ticks and its stacks do not change.
+pub struct Stacks {
+    sym: Symbolizer,
+    cache: HashMap<(u32, u64, i32), Vec<String>>,
+}
+
+const MAX_CACHED_STACKS: usize = 4096;
+
+impl Stacks {
+    pub fn new(sym: Symbolizer) -> Stacks {
+        Stacks {
+            sym,
+            cache: HashMap::new(),
+        }
+    }
+
+    /// The thread's user stack: the probe's, else (a wait that began
+    /// before sentinel attached, or a full stack map) the one frame /proc
+    /// shows for a blocked system call.
+    pub fn get(&mut self, ebpf: &Ebpf, pid: u32, start: u64, tid: u32, id: i32) -> Vec<String> {
+        let ips = if id >= 0 {
+            if let Some(s) = self.cache.get(&(pid, start, id)) {
+                return s.clone();
+            }
+            collect::stack(ebpf, id)
+        } else {
+            Vec::new()
+        };
+        if ips.is_empty() {
+            let pc = procfs::syscall_pc(Path::new("/proc"), pid, tid);
+            return self.sym.symbolize(pid, &pc.into_iter().collect::<Vec<_>>());
+        }
+        let s = self.sym.symbolize(pid, &ips);
+        if self.cache.len() >= MAX_CACHED_STACKS {
+            self.cache.clear();
+        }
+        self.cache.insert((pid, start, id), s.clone());
+        s
+    }
+
+    pub fn forget_exited(&mut self, profiles: &Profiles) {
+        self.cache.retain(|(pid, start, _), _| {
+            profiles.procs.get(pid).is_some_and(|p| p.start == *start)
+        });
+    }
+}
+
+pub fn waiting_s(ctx: &Ctx, w: &FutexWait) -> f64 {
+    ctx.sample.mono_ns.saturating_sub(w.start_ns) as f64 / 1e9
+}
+
+fn thread_comm(pid: u32, tid: u32) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm"))
+        .ok()
+        .map(|s| s.trim_end().to_string())
+}
+
+/// One blocked thread as evidence.
+pub fn thread_evidence(
+    ctx: &Ctx,
+    ebpf: &Ebpf,
+    stacks: &mut Stacks,
+    p: &ProcProfile,
+    tid: u32,
+    w: &FutexWait,
+    owner: Option<u32>,
+) -> Value {
+    let (pid, start) = (p.pid, p.start);
+    json!({
+        "tid": tid,
+        "comm": thread_comm(pid, tid),
+        "state": "futex",
+        "uaddr": format!("{:#x}", w.uaddr),
+        "op": op_name(w.op),
+        "owner_tid": owner,
+        "waiting_s": round1(waiting_s(ctx, w)),
+        "stack": stacks.get(ebpf, pid, start, tid, w.stack_id),
+    })
+}
+
+/// Wait-for edges of one process: waiter tid -> owner host tid.
+fn edges(pid: u32, waits: &[(u32, &FutexWait)]) -> HashMap<u32, u32> {
+    let proc_root = Path::new("/proc");
+    let has_owner =
+        |w: &FutexWait| w.flags & (WAIT_OWNER_PI | WAIT_OWNER_READ) != 0 && w.owner_tid != 0;
+    if !waits.iter().any(|(_, w)| has_owner(w)) {
+        return HashMap::new();
+    }
+    let ns_tids = procfs::thread_ns_tids(proc_root, pid);
+    waits
+        .iter()
+        .filter(|(_, w)| has_owner(w))
+        .filter_map(|&(tid, w)| {
+            let o = owner_host_tid(proc_root, pid, w.owner_tid, &ns_tids)?;
+            (o != tid).then_some((tid, o))
+        })
+        .collect()
+}
+
+/// Every cycle in a graph where each node has at most one outgoing edge,
+/// each reported once, starting from its smallest tid.
+pub fn cycles(edges: &HashMap<u32, u32>) -> Vec<Vec<u32>> {
+    let mut out = Vec::new();
+    let mut done: HashSet<u32> = HashSet::new();
+    let mut starts: Vec<u32> = edges.keys().copied().collect();
+    starts.sort_unstable();
+    for s in starts {
+        if done.contains(&s) {
+            continue;
+        }
+        let mut path = vec![s];
+        let mut cur = s;
+        while let Some(&next) = edges.get(&cur) {
+            if let Some(i) = path.iter().position(|&x| x == next) {
+                let mut c = path[i..].to_vec();
+                if !c.iter().any(|x| done.contains(x)) {
+                    let m = c
+                        .iter()
+                        .enumerate()
+                        .min_by_key(|(_, t)| **t)
+                        .map_or(0, |(i, _)| i);
+                    c.rotate_left(m);
+                    out.push(c);
+                }
+                break;
+            }
+            if done.contains(&next) {
+                break;
+            }
+            path.push(next);
+            cur = next;
+        }
+        done.extend(path);
+    }
+    out
+}
+
+pub fn detect(ctx: &Ctx, ebpf: &Ebpf, stacks: &mut Stacks) -> Vec<Finding> {
+    let min_wait = ctx.cfg.deadlock.min_wait.as_secs_f64();
+    let mut by_pid: HashMap<u32, Vec<(u32, &FutexWait)>> = HashMap::new();
+    for (&tid, w) in &ctx.sample.waits {
+        by_pid.entry(w.tgid).or_default().push((tid, w));
+    }
+    let mut out = Vec::new();
+    for (pid, waits) in by_pid {
+        // A cycle needs two waits that have lasted min_wait.
+        if waits
+            .iter()
+            .filter(|(_, w)| waiting_s(ctx, w) >= min_wait)
+            .count()
+            < 2
+        {
+            continue;
+        }
+        let Some(p) = ctx.profiles.procs.get(&pid) else {
+            continue;
+        };
+        let e = edges(pid, &waits);
+        let by_tid: HashMap<u32, &FutexWait> = waits.iter().copied().collect();
+        for cycle in cycles(&e) {
+            let ages: Vec<f64> = cycle
+                .iter()
+                .filter_map(|t| by_tid.get(t).map(|w| waiting_s(ctx, w)))
+                .collect();
+            if ages.len() != cycle.len() || ages.iter().any(|&a| a < min_wait) {
+                continue;
+            }
+            let threads: Vec<Value> = cycle
+                .iter()
+                .map(|&tid| {
+                    let w = by_tid[&tid];
+                    thread_evidence(ctx, ebpf, stacks, p, tid, w, e.get(&tid).copied())
+                })
+                .collect();
+            let locks: Vec<String> = cycle
+                .iter()
+                .map(|t| format!("{:#x}", by_tid[t].uaddr))
+                .collect();
+            let stuck = ages.iter().copied().fold(f64::INFINITY, f64::min);
+            let tids: Vec<String> = cycle.iter().map(u32::to_string).collect();
+            out.push(Finding {
+                kind: Kind::Deadlock,
+                key: proc_key(p),
+                severity: Severity::Critical,
+                names: ctx.proc_names(p),
+                summary: format!(
+                    "Deadlock in {} (pid {}): threads {} each wait for a lock another of them holds ({}), stuck for {}.",
+                    p.comm,
+                    pid,
+                    tids.join(", "),
+                    locks.join(", "),
+                    human_duration(stuck),
+                ),
+                evidence: json!({
+                    "cycle": cycle,
+                    "threads": threads,
+                    "stuck_s": round1(stuck),
+                    "blocked_threads": waits.len(),
+                    "threads_total": p.stat.num_threads,
+                }),
+            });
+            // One finding per process; its first cycle names the problem.
+            break;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_each_cycle_once() {
+        // 1 -> 2 -> 1 is a cycle; 3 -> 1 waits on it; 4 -> 5 -> 6 -> 4 another.
+        let e = HashMap::from([(1, 2), (2, 1), (3, 1), (4, 5), (5, 6), (6, 4), (7, 8)]);
+        let mut c = cycles(&e);
+        c.sort();
+        assert_eq!(c, vec![vec![1, 2], vec![4, 5, 6]]);
+    }
+
+    #[test]
+    fn chains_are_not_cycles() {
+        let e = HashMap::from([(1, 2), (2, 3), (5, 3)]);
+        assert!(cycles(&e).is_empty());
+    }
+}

@@ -1,0 +1,316 @@
+//! write_anomaly, two ways:
+//! - `daily_budget`: a process's (or container's) recent write rate,
+//!   projected to a day, exceeds `writes.daily_budget`. The rate is the
+//!   lower of the last minute's and the last ten minutes' (where there is
+//!   that much history), so one burst does not project to a day.
+//! - `disk_fill`: a filesystem's free space has been falling steadily and
+//!   would run out within `writes.fill_warn_horizon`. The projection never
+//!   reaches further than `MAX_EXTRAPOLATION` times the history it rests on:
+//!   a minute of writes says nothing about next week.
+use std::path::Path;
+
+use serde_json::{Value, json};
+
+use super::{Ctx, proc_key, rises_in_thirds};
+use crate::{
+    event::{Kind, Names, Severity, SubjectKey, human_bytes, human_duration},
+    host,
+    incident::{Finding, round1},
+    profile::{FsPoint, FsProfile, Point, Series, covered, rate, slope},
+};
+
+const DAY: f64 = 86_400.0;
+const MAX_EXTRAPOLATION: f64 = 200.0;
+
+/// The write rate a budget is judged on, and the window it came from.
+fn write_rate(ctx: &Ctx, s: &Series<Point>) -> Option<(f64, f64)> {
+    let min = ctx.cfg.writes.min_duration.as_secs_f64();
+    let short = s.window(60.0);
+    let span = covered(&short);
+    if span < min * 0.95 {
+        return None;
+    }
+    let mut r = rate(&short, |p| p.write)?;
+    let mut window = span;
+    if s.age() >= 540.0 {
+        let long = s.window(600.0);
+        if let Some(lr) = rate(&long, |p| p.write).filter(|&lr| lr < r) {
+            r = lr;
+            window = covered(&long);
+        }
+    }
+    Some((r, window))
+}
+
+fn severity_for_fill(ctx: &Ctx, secs: f64) -> Option<Severity> {
+    if secs < ctx.cfg.writes.fill_crit_horizon.as_secs_f64() {
+        Some(Severity::Critical)
+    } else if secs < ctx.cfg.writes.fill_warn_horizon.as_secs_f64() {
+        Some(Severity::Warning)
+    } else {
+        None
+    }
+}
+
+fn fs_json(f: &FsProfile) -> Value {
+    json!({
+        "mount_point": f.fs.mount_point,
+        "source": f.fs.source,
+        "fstype": f.fs.fstype,
+        "free_bytes": f.fs.free,
+        "size_bytes": f.fs.size,
+    })
+}
+
+/// The filesystem a process writes to: the one where it holds the most
+/// files open for writing.
+fn target_fs<'a>(ctx: &'a Ctx, pids: &[u32]) -> Option<&'a FsProfile> {
+    let mut counts: Vec<(u32, usize)> = Vec::new();
+    for &pid in pids.iter().take(16) {
+        for (dev, n) in host::written_filesystems(Path::new("/proc"), pid) {
+            match counts.iter_mut().find(|(d, _)| *d == dev) {
+                Some(c) => c.1 += n,
+                None => counts.push((dev, n)),
+            }
+        }
+    }
+    counts.sort_by_key(|c| std::cmp::Reverse(c.1));
+    counts
+        .iter()
+        .find_map(|(dev, _)| ctx.profiles.filesystems.get(dev))
+}
+
+fn budget_finding(
+    ctx: &Ctx,
+    key: SubjectKey,
+    names: Names,
+    who: String,
+    pids: &[u32],
+    r: f64,
+    window: f64,
+) -> Finding {
+    let budget = ctx.cfg.writes.daily_budget as f64;
+    let per_day = r * DAY;
+    let fs = target_fs(ctx, pids);
+    // Time to full at this subject's rate, if every byte took new space.
+    let to_full = fs.map(|f| f.fs.free as f64 / r);
+    let severity = match to_full.and_then(|s| severity_for_fill(ctx, s)) {
+        Some(Severity::Critical) => Severity::Critical,
+        _ => Severity::Warning,
+    };
+    let fill = match (fs, to_full) {
+        (Some(f), Some(s)) => format!(
+            "; {} has {} free, full in about {} at this rate",
+            f.fs.mount_point,
+            human_bytes(f.fs.free as f64),
+            human_duration(s)
+        ),
+        _ => String::new(),
+    };
+    Finding {
+        kind: Kind::WriteAnomaly,
+        key,
+        severity,
+        names,
+        summary: format!(
+            "{who} writes {}/s, {} a day at this rate, over the daily budget of {}{fill}.",
+            human_bytes(r),
+            human_bytes(per_day),
+            human_bytes(budget),
+        ),
+        evidence: json!({
+            "reason": "daily_budget",
+            "write_bytes_per_s": r.round(),
+            "window_s": round1(window),
+            "projected_bytes_per_day": per_day.round(),
+            "daily_budget_bytes": ctx.cfg.writes.daily_budget,
+            "filesystem": fs.map(fs_json),
+            "time_to_full_s": to_full.map(round1),
+        }),
+    }
+}
+
+fn budgets(ctx: &Ctx) -> Vec<Finding> {
+    let budget = ctx.cfg.writes.daily_budget as f64;
+    let mut out = Vec::new();
+    for p in ctx.profiles.procs.values() {
+        let Some((r, window)) = write_rate(ctx, &p.series) else {
+            continue;
+        };
+        if r * DAY <= budget {
+            continue;
+        }
+        out.push(budget_finding(
+            ctx,
+            proc_key(p),
+            ctx.proc_names(p),
+            format!("{} (pid {})", p.comm, p.pid),
+            &[p.pid],
+            r,
+            window,
+        ));
+    }
+    for c in ctx.profiles.containers.values() {
+        let explained = out
+            .iter()
+            .any(|f| matches!(f.key, SubjectKey::Process { pid, .. } if c.members.contains(&pid)))
+            || c.members.iter().any(|pid| {
+                ctx.profiles
+                    .procs
+                    .get(pid)
+                    .is_some_and(|p| ctx.incidents.is_open(Kind::WriteAnomaly, &proc_key(p)))
+            });
+        if explained {
+            continue;
+        }
+        let Some((r, window)) = write_rate(ctx, &c.series) else {
+            continue;
+        };
+        if r * DAY <= budget {
+            continue;
+        }
+        out.push(budget_finding(
+            ctx,
+            SubjectKey::Container {
+                cgroup_id: c.cgroup_id,
+            },
+            ctx.container_names(c),
+            format!("Container {}", c.name()),
+            &c.members,
+            r,
+            window,
+        ));
+    }
+    out
+}
+
+/// The steadiest decline of free space over 1 min, 10 min and 1 h: the
+/// longest window over which free space fell in each third.
+fn decline(s: &Series<FsPoint>) -> Option<(f64, f64)> {
+    let mut best = None;
+    for w in [60.0, 600.0, 3600.0] {
+        let pts = s.window(w);
+        let span = covered(&pts);
+        if span < 0.9 * w {
+            continue;
+        }
+        let used = |p: &FsPoint| p.size.saturating_sub(p.free) as f64;
+        if !rises_in_thirds(&pts, used) {
+            continue;
+        }
+        if let Some(r) = slope(&pts, used).filter(|r| *r > 0.0) {
+            best = Some((r, span));
+        }
+    }
+    best
+}
+
+/// Who writes the most right now, to name in a filesystem's event.
+fn top_writers(ctx: &Ctx) -> Vec<(f64, Names)> {
+    let mut v: Vec<(f64, Names)> = ctx
+        .profiles
+        .procs
+        .values()
+        .filter_map(|p| {
+            let r = rate(&p.series.window(60.0), |q| q.write)?;
+            (r > 0.0).then(|| (r, ctx.proc_names(p)))
+        })
+        .collect();
+    v.sort_by(|a, b| b.0.total_cmp(&a.0));
+    v.truncate(5);
+    v
+}
+
+fn fills(ctx: &Ctx) -> Vec<Finding> {
+    let mut out = Vec::new();
+    for f in ctx.profiles.filesystems.values() {
+        let Some((r, span)) = decline(&f.series) else {
+            continue;
+        };
+        let secs = f.fs.free as f64 / r;
+        if secs > MAX_EXTRAPOLATION * span {
+            continue;
+        }
+        let Some(severity) = severity_for_fill(ctx, secs) else {
+            continue;
+        };
+        let writers = top_writers(ctx);
+        let names = writers.first().map(|w| w.1.clone()).unwrap_or_default();
+        let by = match (&names.container, &names.comm, names.pid) {
+            (Some(c), _, _) => format!("; the top writer is container {c}"),
+            (None, Some(comm), Some(pid)) => format!("; the top writer is {comm} (pid {pid})"),
+            _ => String::new(),
+        };
+        out.push(Finding {
+            kind: Kind::WriteAnomaly,
+            key: SubjectKey::Filesystem { dev: f.fs.dev },
+            severity,
+            names,
+            summary: format!(
+                "{} fills at {}/s ({} a day) with {} free: full in about {}{by}.",
+                f.fs.mount_point,
+                human_bytes(r),
+                human_bytes(r * DAY),
+                human_bytes(f.fs.free as f64),
+                human_duration(secs),
+            ),
+            evidence: json!({
+                "reason": "disk_fill",
+                "filesystem": fs_json(f),
+                "fill_bytes_per_s": r.round(),
+                "window_s": round1(span),
+                "projected_bytes_per_day": (r * DAY).round(),
+                "time_to_full_s": round1(secs),
+                "write_bytes_per_s": writers.first().map(|w| w.0.round()),
+                "daily_budget_bytes": ctx.cfg.writes.daily_budget,
+                "top_writers": writers.iter().map(|(r, n)| json!({
+                    "pid": n.pid, "comm": n.comm, "container": n.container,
+                    "write_bytes_per_s": r.round(),
+                })).collect::<Vec<_>>(),
+            }),
+        });
+    }
+    out
+}
+
+pub fn detect(ctx: &Ctx) -> Vec<Finding> {
+    let mut out = budgets(ctx);
+    out.extend(fills(ctx));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fs_series(points: impl Iterator<Item = (f64, u64)>) -> Series<FsPoint> {
+        let mut s = Series::default();
+        for (t, free) in points {
+            s.push(FsPoint {
+                t,
+                free,
+                size: 1_000_000_000_000,
+            });
+        }
+        s
+    }
+
+    #[test]
+    fn a_steady_fill_is_measured_over_the_longest_window() {
+        // 22 GB a day for an hour.
+        let r = 22e9 / DAY;
+        let s = fs_series((0..=3600).map(|i| (i as f64, (123e9 - r * i as f64) as u64)));
+        let (rate, span) = decline(&s).unwrap();
+        assert!((rate - r).abs() / r < 0.01, "{rate} vs {r}");
+        assert!(span >= 3500.0);
+        // 123 GB free at 22 GB a day: about 5.5 days.
+        let days = 123e9 / rate / DAY;
+        assert!((days - 5.6).abs() < 0.2, "{days}");
+    }
+
+    #[test]
+    fn freed_space_is_no_decline() {
+        let s = fs_series((0..=120).map(|i| (i as f64, 1_000_000 + i * 1000)));
+        assert!(decline(&s).is_none());
+    }
+}
