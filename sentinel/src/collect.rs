@@ -123,7 +123,9 @@ fn procs_and_cgroups(ebpf: &Ebpf) -> Result<(HashMap<u32, ProcStats>, HashMap<u6
     }
 }
 
-pub fn sample(ebpf: &Ebpf) -> Result<Sample> {
+/// `fill`: also count the entries of the bookkeeping maps (a walk of each;
+/// the snapshot reports them, the daemon's ticks skip them).
+pub fn sample(ebpf: &Ebpf, fill: bool) -> Result<Sample> {
     let mono_ns = monotonic_ns();
     let mut counters = [0u64; NUM_COUNTERS as usize];
     let arr: PerCpuArray<&MapData, u64> =
@@ -146,11 +148,15 @@ pub fn sample(ebpf: &Ebpf) -> Result<Sample> {
             .collect(),
         devices: read_hash(ebpf, maps::DEVICES)?,
         counters,
-        fill: MapCounts {
-            io_inflight: count_entries::<IoKey, u64>(ebpf, maps::IO_INFLIGHT)?,
-            bio_inflight: count_entries::<IoKey, BioStart>(ebpf, maps::BIO_INFLIGHT)?,
-            dio_budget: count_entries::<u32, u64>(ebpf, maps::DIO_BUDGET)?,
-            stacks: count_stacks(ebpf)?,
+        fill: if fill {
+            MapCounts {
+                io_inflight: count_entries::<IoKey, u64>(ebpf, maps::IO_INFLIGHT)?,
+                bio_inflight: count_entries::<IoKey, BioStart>(ebpf, maps::BIO_INFLIGHT)?,
+                dio_budget: count_entries::<u32, u64>(ebpf, maps::DIO_BUDGET)?,
+                stacks: count_stacks(ebpf)?,
+            }
+        } else {
+            MapCounts::default()
         },
     })
 }

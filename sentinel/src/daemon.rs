@@ -89,7 +89,7 @@ pub fn run(s: &mut Sentinel, cfg: &Config, format: Format) -> Result<()> {
 
         ooms.poll(&mut resolver);
         let kills = std::mem::take(&mut ooms.kills);
-        let sample = collect::sample(&s.ebpf).context("reading the kernel maps")?;
+        let sample = collect::sample(&s.ebpf, false).context("reading the kernel maps")?;
         profiles.update(t, &sample, &mut resolver, s.rss_in_kernel());
 
         let ctx = Ctx {

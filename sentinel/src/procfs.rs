@@ -134,6 +134,8 @@ pub fn thread_ns_tids(root: &Path, pid: u32) -> Option<HashMap<u32, u32>> {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stat {
     pub state: u8,
+    /// The task's `PF_*` flags.
+    pub flags: u32,
     pub majflt: u64,
     pub utime: u64,
     pub stime: u64,
@@ -144,7 +146,32 @@ pub struct Stat {
 }
 
 pub fn stat(root: &Path, pid: u32) -> Option<Stat> {
-    parse_stat(&fs::read_to_string(root.join(pid.to_string()).join("stat")).ok()?)
+    parse_stat(&read_small(&root.join(pid.to_string()).join("stat"))?)
+}
+
+/// Reads a small /proc file with one buffer: `read_to_string` would stat it
+/// and grow its buffer from a tiny probe read, several system calls per
+/// file where the daemon reads one file per process per tick.
+pub fn read_small(path: &Path) -> Option<String> {
+    use std::io::Read;
+    let mut f = fs::File::open(path).ok()?;
+    let mut buf = vec![0u8; 4096];
+    let mut len = 0;
+    loop {
+        match f.read(&mut buf[len..]) {
+            Ok(0) => break,
+            Ok(n) => {
+                len += n;
+                if len == buf.len() {
+                    buf.resize(buf.len() * 2, 0);
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
+    }
+    buf.truncate(len);
+    String::from_utf8(buf).ok()
 }
 
 pub fn task_stat(root: &Path, pid: u32, tid: u32) -> Option<Stat> {
@@ -153,7 +180,7 @@ pub fn task_stat(root: &Path, pid: u32, tid: u32) -> Option<Stat> {
         .join("task")
         .join(tid.to_string())
         .join("stat");
-    parse_stat(&fs::read_to_string(path).ok()?)
+    parse_stat(&read_small(&path)?)
 }
 
 /// The comm field can hold spaces and parentheses, so fields are counted
@@ -165,6 +192,7 @@ pub fn parse_stat(text: &str) -> Option<Stat> {
     let n = |field: usize| f.get(field - 3).and_then(|v| v.parse::<u64>().ok());
     Some(Stat {
         state: *f.first()?.as_bytes().first()?,
+        flags: n(9)? as u32,
         majflt: n(12)?,
         utime: n(14)?,
         stime: n(15)?,
@@ -238,6 +266,7 @@ mod tests {
             s,
             Stat {
                 state: b'S',
+                flags: 4194560,
                 majflt: 7,
                 utime: 350,
                 stime: 120,

@@ -177,7 +177,35 @@ pub struct ProcProfile {
     pub cgroup_id: u64,
     pub series: Series<Point>,
     pub stat: Stat,
+    /// When `stat` was read.
+    stat_t: f64,
+    /// The kernel counters at the last tick, to tell an idle process.
+    sig: Option<[u64; 6]>,
 }
+
+/// The longest a process's /proc reading is reused while it is idle.
+const STAT_REFRESH: f64 = 10.0;
+
+fn signature(k: &sentinel_common::ProcStats) -> [u64; 6] {
+    [
+        k.created_ns,
+        k.faults,
+        k.rss.iter().fold(0u64, |a, &r| a.wrapping_add(r as u64)),
+        k.read_bytes,
+        k.dirtied_bytes.wrapping_add(k.direct_write_bytes),
+        k.futex_waits.wrapping_add(k.cgroup_id),
+    ]
+}
+
+impl ProcProfile {
+    /// Kernel threads have no memory of their own and no user stack; the
+    /// kernel (not a person) decides what they write.
+    pub fn kernel_thread(&self) -> bool {
+        self.stat.flags & PF_KTHREAD != 0
+    }
+}
+
+const PF_KTHREAD: u32 = 0x0020_0000;
 
 #[derive(Debug, Clone)]
 pub struct ContainerProfile {
@@ -299,11 +327,28 @@ impl Profiles {
         pids.dedup();
 
         let mut seen = HashMap::with_capacity(pids.len());
+        let waiting: std::collections::HashSet<u32> =
+            sample.waits.values().map(|w| w.tgid).collect();
         for pid in pids {
-            let Some(stat) = procfs::stat(proc_root, pid) else {
-                continue;
-            };
             let k = sample.procs.get(&pid);
+            let sig = k.map(signature);
+            // /proc/PID/stat is most of a tick's cost. A process whose kernel
+            // counters did not move since the last tick and has no blocked
+            // thread keeps its last reading, refreshed every STAT_REFRESH
+            // seconds (CPU time and thread count move without kernel events).
+            let reuse = self.procs.get(&pid).filter(|p| {
+                sig.is_some()
+                    && p.sig == sig
+                    && t - p.stat_t < STAT_REFRESH
+                    && !waiting.contains(&pid)
+            });
+            let (stat, stat_t) = match reuse {
+                Some(p) => (p.stat, p.stat_t),
+                None => match procfs::stat(proc_root, pid) {
+                    Some(s) => (s, t),
+                    None => continue,
+                },
+            };
             const MEMBERS: [usize; 3] = [RSS_ANON, RSS_FILE, RSS_SHMEM];
             let mask = MEMBERS.iter().fold(0u32, |m, &i| m | 1 << i);
             // The kernel's values once it has reported every member, /proc
@@ -347,11 +392,15 @@ impl Profiles {
                         cgroup_id,
                         series: Series::default(),
                         stat,
+                        stat_t,
+                        sig,
                     }
                 }
             };
             prof.cgroup_id = cgroup_id;
             prof.stat = stat;
+            prof.stat_t = stat_t;
+            prof.sig = sig;
             prof.series.push(point);
             seen.insert(pid, prof);
         }

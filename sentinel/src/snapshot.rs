@@ -67,7 +67,7 @@ pub fn observe(
         .take_map(maps::OOM_EVENTS)
         .and_then(|m| RingBuf::try_from(m).ok());
 
-    let start = collect::sample(&s.ebpf)?;
+    let start = collect::sample(&s.ebpf, true)?;
     let started = Instant::now();
     ready();
 
@@ -78,7 +78,7 @@ pub fn observe(
         ooms.poll(&mut resolver);
     }
     ooms.poll(&mut resolver);
-    let end = collect::sample(&s.ebpf)?;
+    let end = collect::sample(&s.ebpf, true)?;
     let elapsed = started.elapsed();
 
     let oom_kills = ooms

@@ -16,6 +16,8 @@
 //!   [`daemon::run_daemon_expect_exit`] for argument and config errors.
 //! - [`programs`]: C (`tests/c/`, compiled once per test process) and Python
 //!   (`tests/py/`) workloads that speak the same protocol.
+//! - [`LoopFs`]: a small loop-mounted ext4 filesystem a test can fill,
+//!   unmounted and removed on drop.
 //! - [`measured`]: `MEASURED <test> key=value ...` lines, printed past
 //!   libtest's capture so a run's numbers can be collected with grep.
 //!
@@ -219,6 +221,202 @@ pub fn is_memory_fs(path: &Path) -> Result<bool> {
     }
     let magic = st.f_type as i64;
     Ok(magic == TMPFS_MAGIC || magic == RAMFS_MAGIC)
+}
+
+/// A small ext4 filesystem in a sparse image file, loop-mounted on a
+/// scratch directory (`mount -o loop`, so the loop device goes with the
+/// mount). On drop it is unmounted, lazily (`umount -l`) when still busy,
+/// and the image is removed with its directory; the directory is left alone
+/// if the unmount failed, so nothing inside a live mount is deleted.
+pub struct LoopFs {
+    mount_point: PathBuf,
+    mounted: bool,
+    /// Holds the image and the mount point.
+    dir: Option<ScratchDir>,
+}
+
+/// Size and free space of a filesystem as sentinel reads them: statvfs
+/// `f_blocks` and `f_bavail` (free to unprivileged users), in bytes.
+#[derive(Clone, Copy, Debug)]
+pub struct FsSpace {
+    pub size: u64,
+    pub free: u64,
+}
+
+impl LoopFs {
+    /// Makes and mounts a `size`-byte ext4 filesystem. `Ok(Err(reason))`
+    /// when this machine cannot (no `mkfs.ext4` or `losetup`, no free loop
+    /// device, a mount that fails for want of loop or ext4 support): the
+    /// test should skip.
+    pub fn ext4(topic: &str, size: u64) -> Result<std::result::Result<Self, String>> {
+        use std::process::Command;
+        let Some(mkfs) = find_tool("mkfs.ext4") else {
+            return Ok(Err(
+                "no mkfs.ext4 (e2fsprogs) in PATH, /usr/sbin or /sbin".into()
+            ));
+        };
+        let Some(losetup) = find_tool("losetup") else {
+            return Ok(Err(
+                "no losetup (util-linux) in PATH, /usr/sbin or /sbin".into()
+            ));
+        };
+        match Command::new(&losetup).arg("-f").output() {
+            Ok(out) if out.status.success() => {}
+            Ok(out) => {
+                return Ok(Err(format!(
+                    "no free loop device: `losetup -f` {}: {}",
+                    workload::describe_status(out.status),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                )));
+            }
+            Err(e) => return Ok(Err(format!("running {}: {e}", losetup.display()))),
+        }
+
+        let dir = match ScratchDir::on_disk(topic)? {
+            Some(dir) => dir,
+            // A loop device works on tmpfs too; it only costs memory.
+            None => ScratchDir::new_in(&std::env::temp_dir(), topic)?,
+        };
+        // The path as mountinfo will name it (sentinel reports that one).
+        let root = dir
+            .path()
+            .canonicalize()
+            .with_context(|| format!("resolving {}", dir.path().display()))?;
+        let image = root.join("fs.img");
+        let mount_point = root.join("mnt");
+        std::fs::create_dir(&mount_point)
+            .with_context(|| format!("creating {}", mount_point.display()))?;
+        let file = std::fs::File::create(&image)
+            .with_context(|| format!("creating {}", image.display()))?;
+        file.set_len(size)
+            .with_context(|| format!("sizing {} to {size} bytes", image.display()))?;
+        drop(file);
+        // From here on, drop cleans up.
+        let mut fs = Self {
+            mount_point,
+            mounted: false,
+            dir: Some(dir),
+        };
+        run_tool(
+            Command::new(&mkfs)
+                .args(["-q", "-F", "-E", "nodiscard"])
+                .arg(&image),
+        )?;
+        let out = Command::new("mount")
+            .args(["-t", "ext4", "-o", "loop"])
+            .arg(&image)
+            .arg(&fs.mount_point)
+            .output()
+            .context("running mount")?;
+        if !out.status.success() {
+            let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
+            let why = format!(
+                "`mount -t ext4 -o loop {} {}` {}: {err}",
+                image.display(),
+                fs.mount_point.display(),
+                workload::describe_status(out.status)
+            );
+            if err.contains("loop") || err.contains("unknown filesystem type") {
+                return Ok(Err(why));
+            }
+            bail!("{why}");
+        }
+        fs.mounted = true;
+        Ok(Ok(fs))
+    }
+
+    pub fn mount_point(&self) -> &Path {
+        &self.mount_point
+    }
+
+    /// statvfs of the mounted filesystem.
+    pub fn space(&self) -> Result<FsSpace> {
+        let c = cstring(&self.mount_point)?;
+        // SAFETY: statvfs fills the zeroed struct we pass; `c` is
+        // NUL-terminated.
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+            return Err(std::io::Error::last_os_error())
+                .with_context(|| format!("statvfs {}", self.mount_point.display()));
+        }
+        let frsize = st.f_frsize as u64;
+        Ok(FsSpace {
+            size: st.f_blocks as u64 * frsize,
+            free: st.f_bavail as u64 * frsize,
+        })
+    }
+
+    /// Unmounts now (a detector may be waiting for the filesystem to go).
+    /// Falls back to a lazy unmount when the filesystem is still busy.
+    pub fn unmount(&mut self) -> Result<()> {
+        if !self.mounted {
+            return Ok(());
+        }
+        let umount = |args: &[&str]| {
+            std::process::Command::new("umount")
+                .args(args)
+                .arg(&self.mount_point)
+                .output()
+        };
+        let mut last = String::new();
+        for attempt in 0..5 {
+            if attempt > 0 {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            let out = umount(&[]).context("running umount")?;
+            if out.status.success() {
+                self.mounted = false;
+                return Ok(());
+            }
+            last = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        }
+        let out = umount(&["-l"]).context("running umount -l")?;
+        if out.status.success() {
+            self.mounted = false;
+            return Ok(());
+        }
+        bail!(
+            "unmounting {}: {last}; umount -l: {}",
+            self.mount_point.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )
+    }
+}
+
+impl Drop for LoopFs {
+    fn drop(&mut self) {
+        if let Err(e) = self.unmount() {
+            eprintln!("warning: {e:#}");
+            // Removing the directory would delete the files of the live
+            // mount: leave it (and the image) behind.
+            if let Some(dir) = self.dir.take() {
+                eprintln!("warning: leaving {} behind", dir.path().display());
+                std::mem::forget(dir);
+            }
+        }
+    }
+}
+
+/// `name` in PATH, else in /usr/sbin or /sbin (not always in a test's PATH).
+fn find_tool(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+/// Runs a setup command; fails with its stderr when it does not succeed.
+fn run_tool(cmd: &mut std::process::Command) -> Result<()> {
+    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} {}: {}",
+            workload::describe_status(out.status),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
 }
 
 pub(crate) fn cstring(path: &Path) -> Result<std::ffi::CString> {

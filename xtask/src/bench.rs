@@ -878,12 +878,14 @@ fn measure_window(
         w.daemon_slices.push((d - d_prev) / (t - t_prev) * 100.0);
         w.load_slices.push((l - l_prev) / (t - t_prev) * 100.0);
         if verbose {
-            eprintln!(
-                "  slice {slice}/{slices}: {:.1}s daemon {:.2}% load {:.2}%",
-                t - t_prev,
-                w.daemon_slices.last().copied().unwrap_or(0.0),
-                w.load_slices.last().copied().unwrap_or(0.0)
-            );
+            let mut line = format!("  slice {slice}/{slices}: {:.1}s", t - t_prev);
+            if daemon.is_some() {
+                line += &format!(" daemon {:.2}%", (d - d_prev) / (t - t_prev) * 100.0);
+            }
+            if load.is_some() {
+                line += &format!(" load {:.2}%", (l - l_prev) / (t - t_prev) * 100.0);
+            }
+            eprintln!("{line}");
         }
         (t_prev, d_prev, l_prev) = (t, d, l);
     }
@@ -1059,9 +1061,19 @@ fn print_daemon_table(opts: &Options, window: f64, idle: &Window, busy: &Window,
     let base_cpu: f64 = base.iter().map(|w| w.load_cpu).sum();
     let base_pct = base_cpu / base_wall * 100.0;
     let base_slices: Vec<f64> = base.iter().flat_map(|w| w.load_slices.clone()).collect();
+    // The probes' cost on the load is the difference, unless it is within
+    // the baseline's own slice-to-slice noise.
+    let (lo, hi) = base_slices
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(lo, hi), &x| (lo.min(x), hi.max(x)));
+    let verdict = if (lo..=hi).contains(&busy.load_pct()) {
+        "within the baseline's noise"
+    } else {
+        "the probes' cost on the load"
+    };
     println!(
         "\nload ({} procs, {} page faults/s each): {base_pct:.2}% of a core without the daemon \
-         (slices {}), {:.2}% with it attached ({:+.0}%: the probes)",
+         (slices {}), {:.2}% with it attached ({:+.0}%, {verdict})",
         opts.procs,
         LOAD_FAULTS_PER_SEC,
         range(&base_slices),

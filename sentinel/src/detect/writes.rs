@@ -16,7 +16,7 @@ use crate::{
     event::{Kind, Names, Severity, SubjectKey, human_bytes, human_duration},
     host,
     incident::{Finding, round1},
-    profile::{FsPoint, FsProfile, Point, Series, covered, rate, slope},
+    profile::{FsPoint, FsProfile, Point, ProcProfile, Series, covered, rate, slope},
 };
 
 const DAY: f64 = 86_400.0;
@@ -184,11 +184,13 @@ fn budgets(ctx: &Ctx) -> Vec<Finding> {
     out
 }
 
-/// The steadiest decline of free space over 1 min, 10 min and 1 h: the
-/// longest window over which free space fell in each third.
-fn decline(s: &Series<FsPoint>) -> Option<(f64, f64)> {
+/// The steadiest decline of free space over `min_duration`, 1 min, 10 min
+/// and 1 h: the longest window over which free space fell in each third.
+/// The short window is for fills that end within minutes; the 200× cap
+/// keeps it from speaking about days.
+fn decline(s: &Series<FsPoint>, min_duration: f64) -> Option<(f64, f64)> {
     let mut best = None;
-    for w in [60.0, 600.0, 3600.0] {
+    for w in [min_duration.min(60.0), 60.0, 600.0, 3600.0] {
         let pts = s.window(w);
         let span = covered(&pts);
         if span < 0.9 * w {
@@ -205,26 +207,49 @@ fn decline(s: &Series<FsPoint>) -> Option<(f64, f64)> {
     best
 }
 
-/// Who writes the most right now, to name in a filesystem's event.
-fn top_writers(ctx: &Ctx) -> Vec<(f64, Names)> {
-    let mut v: Vec<(f64, Names)> = ctx
+/// Who writes the most right now to this filesystem, to name in its event:
+/// the fastest writers that hold a file on it open for writing. Kernel
+/// threads (a loop device's worker, writeback) are left out; they write on
+/// someone's behalf. When no writer has a file open there (it opens and
+/// closes per write), the host's fastest writers stand in, and
+/// `writers_on_filesystem` says so.
+fn top_writers(ctx: &Ctx, dev: u32) -> (Vec<(f64, Names)>, bool) {
+    let mut v: Vec<(f64, &ProcProfile)> = ctx
         .profiles
         .procs
         .values()
+        .filter(|p| !p.kernel_thread())
         .filter_map(|p| {
             let r = rate(&p.series.window(60.0), |q| q.write)?;
-            (r > 0.0).then(|| (r, ctx.proc_names(p)))
+            (r > 0.0).then_some((r, p))
         })
         .collect();
     v.sort_by(|a, b| b.0.total_cmp(&a.0));
-    v.truncate(5);
-    v
+    // Reading fd tables costs; the fastest few are the candidates.
+    v.truncate(16);
+    let on_fs: Vec<(f64, &ProcProfile)> = v
+        .iter()
+        .filter(|(_, p)| {
+            host::written_filesystems(Path::new("/proc"), p.pid)
+                .iter()
+                .any(|(d, _)| *d == dev)
+        })
+        .copied()
+        .collect();
+    let found = !on_fs.is_empty();
+    let chosen = if found { on_fs } else { v };
+    let names = chosen
+        .into_iter()
+        .take(5)
+        .map(|(r, p)| (r, ctx.proc_names(p)))
+        .collect();
+    (names, found)
 }
 
 fn fills(ctx: &Ctx) -> Vec<Finding> {
     let mut out = Vec::new();
     for f in ctx.profiles.filesystems.values() {
-        let Some((r, span)) = decline(&f.series) else {
+        let Some((r, span)) = decline(&f.series, ctx.cfg.writes.min_duration.as_secs_f64()) else {
             continue;
         };
         let secs = f.fs.free as f64 / r;
@@ -234,11 +259,13 @@ fn fills(ctx: &Ctx) -> Vec<Finding> {
         let Some(severity) = severity_for_fill(ctx, secs) else {
             continue;
         };
-        let writers = top_writers(ctx);
+        let (writers, on_fs) = top_writers(ctx, f.fs.dev);
         let names = writers.first().map(|w| w.1.clone()).unwrap_or_default();
-        let by = match (&names.container, &names.comm, names.pid) {
-            (Some(c), _, _) => format!("; the top writer is container {c}"),
-            (None, Some(comm), Some(pid)) => format!("; the top writer is {comm} (pid {pid})"),
+        let by = match (&names.comm, names.pid, &names.container) {
+            (Some(comm), Some(pid), Some(c)) => {
+                format!("; the top writer is {comm} (pid {pid}) in {c}")
+            }
+            (Some(comm), Some(pid), None) => format!("; the top writer is {comm} (pid {pid})"),
             _ => String::new(),
         };
         out.push(Finding {
@@ -263,6 +290,7 @@ fn fills(ctx: &Ctx) -> Vec<Finding> {
                 "time_to_full_s": round1(secs),
                 "write_bytes_per_s": writers.first().map(|w| w.0.round()),
                 "daily_budget_bytes": ctx.cfg.writes.daily_budget,
+                "writers_on_filesystem": on_fs,
                 "top_writers": writers.iter().map(|(r, n)| json!({
                     "pid": n.pid, "comm": n.comm, "container": n.container,
                     "write_bytes_per_s": r.round(),
@@ -300,7 +328,7 @@ mod tests {
         // 22 GB a day for an hour.
         let r = 22e9 / DAY;
         let s = fs_series((0..=3600).map(|i| (i as f64, (123e9 - r * i as f64) as u64)));
-        let (rate, span) = decline(&s).unwrap();
+        let (rate, span) = decline(&s, 20.0).unwrap();
         assert!((rate - r).abs() / r < 0.01, "{rate} vs {r}");
         assert!(span >= 3500.0);
         // 123 GB free at 22 GB a day: about 5.5 days.
@@ -311,6 +339,6 @@ mod tests {
     #[test]
     fn freed_space_is_no_decline() {
         let s = fs_series((0..=120).map(|i| (i as f64, 1_000_000 + i * 1000)));
-        assert!(decline(&s).is_none());
+        assert!(decline(&s, 20.0).is_none());
     }
 }

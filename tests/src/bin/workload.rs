@@ -24,6 +24,8 @@
 //!                                bursts with ~10 ms sleeps, prints "running", and runs until stdin closes
 //!   write-rate <path> <MiB/s> <s>  after go, buffered appends to path paced in 100 ms steps for s seconds,
 //!                                then "done bytes=N" and linger (deletes nothing)
+//!   threads <n>                  n extra threads that park forever; "ready threads=T" (T from
+//!                                /proc/self/status, main thread included) once all exist
 //!   idle                         nothing (harness self-tests)
 
 use std::cell::UnsafeCell;
@@ -52,6 +54,7 @@ fn main() {
         ["hold", mib] => hold(parse(mib)),
         ["pool", workers] => pool(parse(workers)),
         ["write-rate", path, rate, secs] => write_rate(path, parse(rate), parse(secs)),
+        ["threads", n] => threads(parse(n)),
         ["idle"] => {
             say("ready");
             wait_go();
@@ -639,4 +642,44 @@ fn write_rate(path: &str, mib_per_s: usize, seconds: usize) {
     ));
     drop(file);
     linger()
+}
+
+/// `n` threads that park until the process dies (a parked thread sits in
+/// futex(2), using no CPU). Prints ready once every one of them runs.
+fn threads(n: usize) {
+    let (tx, rx) = mpsc::channel();
+    for i in 0..n {
+        let tx = tx.clone();
+        std::thread::Builder::new()
+            .name(format!("park-{i}"))
+            .stack_size(64 * 1024)
+            .spawn(move || {
+                let _ = tx.send(());
+                drop(tx);
+                loop {
+                    std::thread::park();
+                }
+            })
+            .unwrap_or_else(|e| die(&format!("spawning thread {i}: {e}")));
+    }
+    drop(tx);
+    let started = rx.iter().count();
+    if started != n {
+        die(&format!("only {started} of {n} threads started"));
+    }
+    say(&format!("ready threads={}", thread_count()));
+    wait_go();
+    say(&format!("done threads={}", thread_count()));
+    linger()
+}
+
+/// `Threads:` of /proc/self/status: every thread of this process.
+fn thread_count() -> usize {
+    let status = std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_else(|e| die(&format!("reading /proc/self/status: {e}")));
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| die("no Threads: line in /proc/self/status"))
 }
