@@ -273,52 +273,86 @@ pub struct MemBound {
     /// Path in the memory hierarchy (v1 memory or v2).
     pub cgroup: String,
     pub limit: u64,
-    /// Usage minus inactive file pages, as the kubelet counts it: inactive
-    /// cache is reclaimed before anything is killed, so it is headroom.
-    pub working_set: u64,
+    /// Usage that reclaim cannot give back: usage minus page cache, plus
+    /// shmem (tmpfs pages are cache that only swap can free). Cache, active
+    /// or not, is dropped before anything is OOM-killed.
+    pub used: u64,
+    /// How much more the cgroup may swap out, when its own limit says;
+    /// `None` when only the host's free swap bounds it.
+    pub swap_room: Option<u64>,
 }
 
 impl MemBound {
-    pub fn headroom(&self) -> u64 {
-        self.limit.saturating_sub(self.working_set)
+    /// What the cgroup can still take: memory to its limit, plus what it
+    /// can push to swap (its swap allowance, at most the host's free swap).
+    pub fn headroom(&self, host_swap_free: u64) -> u64 {
+        let swap = self
+            .swap_room
+            .map_or(host_swap_free, |r| r.min(host_swap_free));
+        self.limit.saturating_sub(self.used).saturating_add(swap)
     }
 }
 
 /// `rel` and each of its ancestors with a limit; the one with the least
 /// headroom wins. `None` when nothing on the path is limited.
-pub fn memory_bound(root: &Path, v1: bool, rel: &str) -> Option<MemBound> {
+pub fn memory_bound(root: &Path, v1: bool, rel: &str, host_swap_free: u64) -> Option<MemBound> {
     let mut best: Option<MemBound> = None;
     let mut cur = Some(rel.to_string());
     while let Some(p) = cur {
         if p != "/" {
             let dir = root.join(p.trim_start_matches('/'));
-            if let Some(limit) = read_mem_counters(&dir, v1).limit {
-                let (usage, inactive) = if v1 {
-                    (
-                        read_u64(&dir.join("memory.usage_in_bytes")),
-                        keyed(&dir.join("memory.stat"), "total_inactive_file"),
-                    )
-                } else {
-                    (
-                        read_u64(&dir.join("memory.current")),
-                        keyed(&dir.join("memory.stat"), "inactive_file"),
-                    )
-                };
-                if let Some(usage) = usage {
-                    let b = MemBound {
-                        cgroup: p.clone(),
-                        limit,
-                        working_set: usage.saturating_sub(inactive.unwrap_or(0)),
-                    };
-                    if best.as_ref().is_none_or(|x| b.headroom() < x.headroom()) {
-                        best = Some(b);
-                    }
+            if let Some(b) = read_bound(&dir, v1, &p) {
+                let better = best
+                    .as_ref()
+                    .is_none_or(|x| b.headroom(host_swap_free) < x.headroom(host_swap_free));
+                if better {
+                    best = Some(b);
                 }
             }
         }
         cur = parent(&p);
     }
     best
+}
+
+fn read_bound(dir: &Path, v1: bool, rel: &str) -> Option<MemBound> {
+    let limit = read_mem_counters(dir, v1).limit?;
+    let stat = fs::read_to_string(dir.join("memory.stat")).unwrap_or_default();
+    let key = |k: &str| {
+        stat.lines()
+            .find_map(|l| {
+                l.strip_prefix(k)?
+                    .strip_prefix(' ')?
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            })
+            .unwrap_or(0)
+    };
+    let (usage, cache, shmem, swap_room) = if v1 {
+        let usage = read_u64(&dir.join("memory.usage_in_bytes"))?;
+        // memsw counts memory and swap together; what it leaves beyond the
+        // memory limit is the swap allowance.
+        let memsw_room = read_u64(&dir.join("memory.memsw.limit_in_bytes"))
+            .filter(|&l| l < 1 << 62)
+            .zip(read_u64(&dir.join("memory.memsw.usage_in_bytes")))
+            .map(|(l, u)| {
+                l.saturating_sub(u)
+                    .saturating_sub(limit.saturating_sub(usage))
+            });
+        (usage, key("total_cache"), key("total_shmem"), memsw_room)
+    } else {
+        let usage = read_u64(&dir.join("memory.current"))?;
+        let swap_room = read_u64(&dir.join("memory.swap.max"))
+            .map(|m| m.saturating_sub(read_u64(&dir.join("memory.swap.current")).unwrap_or(0)));
+        (usage, key("file"), key("shmem"), swap_room)
+    };
+    Some(MemBound {
+        cgroup: rel.to_string(),
+        limit,
+        used: usage.saturating_sub(cache).saturating_add(shmem).min(usage),
+        swap_room,
+    })
 }
 
 /// Decides which memory cgroup's limit caused an OOM kill, from counters
@@ -374,6 +408,65 @@ fn parent(p: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn write(dir: &Path, files: &[(&str, &str)]) {
+        fs::create_dir_all(dir).unwrap();
+        for (f, v) in files {
+            fs::write(dir.join(f), v).unwrap();
+        }
+    }
+
+    #[test]
+    fn the_tightest_limit_counts_cache_as_headroom_and_swap_as_room() {
+        let root = tempfile::tempdir().unwrap();
+        // v2: a pod limited to 4 GB holding 3 GB, 1 GB of it cache (100 MB
+        // of which is tmpfs); its container limited to 8 GB (no bound).
+        write(
+            &root.path().join("pod"),
+            &[
+                ("memory.max", "4000000000\n"),
+                ("memory.current", "3000000000\n"),
+                ("memory.stat", "anon 2000000000\nfile 1000000000\nshmem 100000000\n"),
+                ("memory.swap.max", "500000000\n"),
+                ("memory.swap.current", "100000000\n"),
+            ],
+        );
+        write(
+            &root.path().join("pod/ctr"),
+            &[
+                ("memory.max", "8000000000\n"),
+                ("memory.current", "3000000000\n"),
+                ("memory.stat", "file 1000000000\nshmem 100000000\n"),
+                ("memory.swap.max", "max\n"),
+            ],
+        );
+        let b = memory_bound(root.path(), false, "/pod/ctr", 10_000_000_000).unwrap();
+        assert_eq!(b.cgroup, "/pod");
+        assert_eq!(b.used, 2_100_000_000, "cache is reclaimable, tmpfs is not");
+        assert_eq!(b.swap_room, Some(400_000_000));
+        assert_eq!(b.headroom(10_000_000_000), 1_900_000_000 + 400_000_000);
+        assert_eq!(b.headroom(0), 1_900_000_000, "no host swap, no swap room");
+        assert!(memory_bound(root.path(), false, "/other", 0).is_none());
+    }
+
+    #[test]
+    fn v1_swap_room_comes_from_memsw() {
+        let root = tempfile::tempdir().unwrap();
+        write(
+            &root.path().join("job"),
+            &[
+                ("memory.limit_in_bytes", "1000\n"),
+                ("memory.usage_in_bytes", "800\n"),
+                ("memory.stat", "total_cache 300\ntotal_shmem 0\n"),
+                ("memory.memsw.limit_in_bytes", "1500\n"),
+                ("memory.memsw.usage_in_bytes", "900\n"),
+            ],
+        );
+        let b = memory_bound(root.path(), true, "/job", 1 << 30).unwrap();
+        assert_eq!(b.used, 500);
+        // mem+swap may grow 600 more, of which 200 fit under the memory limit.
+        assert_eq!(b.swap_room, Some(400));
+    }
 
     #[test]
     fn parses_hybrid_and_pure_v2_mountinfo() {

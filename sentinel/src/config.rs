@@ -177,6 +177,9 @@ const SCHEMA: &[(&str, &[&str])] = &[
 ];
 
 const MIN_INTERVAL: Duration = Duration::from_millis(100);
+/// The detectors' shortest windows (10 s of host pressure, `min_duration`
+/// of growth) need several points each.
+const MAX_INTERVAL: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -337,6 +340,18 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
                     "{} is too short: sampling needs at least {}",
                     units::duration(config.daemon.interval),
                     units::duration(MIN_INTERVAL)
+                ),
+            );
+        }
+        if config.daemon.interval > MAX_INTERVAL {
+            r.fail(
+                "daemon",
+                Some("interval"),
+                At::Value,
+                format!(
+                    "{} is too long: the detectors' 10 s windows need a sample at least every {}",
+                    units::duration(config.daemon.interval),
+                    units::duration(MAX_INTERVAL)
                 ),
             );
         }
@@ -1095,6 +1110,9 @@ min_duration = "1m30s"
         );
         assert!(msg.contains("at least 100ms"), "{msg}");
         assert!(parse_str("[daemon]\ninterval = \"100ms\"\n").is_ok());
+        assert!(parse_str("[daemon]\ninterval = \"5s\"\n").is_ok());
+        let msg = error("[daemon]\ninterval = \"10s\"\n", 2, Some("daemon.interval"));
+        assert!(msg.contains("too long"), "{msg}");
     }
 
     #[test]

@@ -53,6 +53,12 @@ pub fn run(s: &mut Sentinel, cfg: &Config, format: Format) -> Result<()> {
 
     let mut incidents = Incidents::new(host::hostname(), cfg.daemon.resolve_after.as_secs_f64());
     let mut profiles = Profiles::new();
+    profiles.long_wait = cfg
+        .deadlock
+        .hang_after
+        .min(cfg.deadlock.min_wait)
+        .as_secs_f64()
+        / 2.0;
     let mut detectors = Detectors::new();
     let mut out = Output { format };
     let mut keeper = Housekeeping::default();

@@ -4,7 +4,7 @@ use std::{
     collections::HashMap,
     ffi::CString,
     fs,
-    os::unix::{ffi::OsStrExt, fs::MetadataExt},
+    os::unix::ffi::OsStrExt,
     path::{Path, PathBuf},
 };
 
@@ -164,6 +164,8 @@ pub fn parse_vmstat(text: &str) -> VmStat {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mount {
+    /// mountinfo's first field: what fdinfo's `mnt_id:` refers to.
+    pub id: u32,
     pub mount_point: PathBuf,
     pub source: String,
     pub fstype: String,
@@ -256,6 +258,11 @@ impl Filesystems {
         fs
     }
 
+    /// The device of a mount id (fdinfo's `mnt_id:`).
+    pub fn dev_of_mount(&self, id: u32) -> Option<u32> {
+        self.all.iter().find(|m| m.id == id).map(|m| m.dev)
+    }
+
     pub fn by_dev(&self, dev: u32) -> Option<&Mount> {
         self.by_dev.get(&dev).map(|&i| &self.unique[i])
     }
@@ -285,13 +292,15 @@ impl Filesystems {
 fn parse_mount_line(line: &str) -> Option<Mount> {
     let (pre, post) = line.split_once(" - ")?;
     let mut pre = pre.split(' ');
-    let dev = pre.nth(2)?;
+    let id = pre.next()?.parse().ok()?;
+    let dev = pre.nth(1)?;
     let mount_point = pre.nth(1)?;
     let mut post = post.split(' ');
     let fstype = post.next()?;
     let source = post.next()?;
     let (major, minor) = dev.split_once(':')?;
     Some(Mount {
+        id,
         mount_point: PathBuf::from(unescape(mount_point)),
         source: unescape(source),
         fstype: fstype.to_string(),
@@ -356,18 +365,21 @@ pub fn statfs(m: &Mount) -> Option<Filesystem> {
 ///
 /// Goes by the file's `st_dev`, not its path: a containerised process's
 /// paths are in its own mount namespace and mean nothing in ours.
-pub fn written_filesystems(proc_root: &Path, pid: u32) -> Vec<(u32, usize)> {
+pub fn written_filesystems(proc_root: &Path, pid: u32, mounts: &Filesystems) -> Vec<(u32, usize)> {
     let proc = proc_root.join(pid.to_string());
     let Ok(fds) = fs::read_dir(proc.join("fd")) else {
         return Vec::new();
     };
     let mut counts: HashMap<u32, usize> = HashMap::new();
     for fd in fds.flatten() {
-        // Stat first: sockets and pipes, usually most fds, skip the fdinfo read.
-        let Ok(md) = fs::metadata(fd.path()) else {
+        // readlink, never stat: stat follows the link into the file's
+        // filesystem, and on a hung NFS or FUSE mount it never returns.
+        // Sockets, pipes and anonymous inodes, usually most fds, are not
+        // paths and skip the fdinfo read.
+        let Ok(target) = fs::read_link(fd.path()) else {
             continue;
         };
-        if !md.is_file() {
+        if !target.is_absolute() {
             continue;
         }
         let Ok(info) = fs::read_to_string(proc.join("fdinfo").join(fd.file_name())) else {
@@ -376,8 +388,12 @@ pub fn written_filesystems(proc_root: &Path, pid: u32) -> Vec<(u32, usize)> {
         if !opened_for_writing(&info) {
             continue;
         }
-        let dev = md.dev();
-        if let Some(dev) = mkdev(libc::major(dev), libc::minor(dev)) {
+        let dev = info
+            .lines()
+            .find_map(|l| l.strip_prefix("mnt_id:"))
+            .and_then(|v| v.trim().parse().ok())
+            .and_then(|id| mounts.dev_of_mount(id));
+        if let Some(dev) = dev {
             *counts.entry(dev).or_default() += 1;
         }
     }
@@ -591,16 +607,18 @@ Hugepagesize:       2048 kB
         let dir = std::env::temp_dir().join(format!("sentinel-host-test-{}", std::process::id()));
         let file = fs::File::create(&dir).unwrap();
         let dev = {
+            use std::os::unix::fs::MetadataExt;
             let d = file.metadata().unwrap().dev();
             mkdev(libc::major(d), libc::minor(d)).unwrap()
         };
-        let written = written_filesystems(Path::new("/proc"), std::process::id());
+        let mounts = Filesystems::discover(Path::new("/proc"));
+        let written = written_filesystems(Path::new("/proc"), std::process::id(), &mounts);
         drop(file);
         let _ = fs::remove_file(&dir);
         assert!(
             written.iter().any(|&(d, n)| d == dev && n >= 1),
             "{written:?}"
         );
-        assert!(written_filesystems(Path::new("/proc"), u32::MAX).is_empty());
+        assert!(written_filesystems(Path::new("/proc"), u32::MAX, &mounts).is_empty());
     }
 }

@@ -24,6 +24,8 @@ pub struct Finding {
 #[derive(Debug, Clone)]
 pub struct Open {
     pub incident: String,
+    /// The worst severity this incident has reached.
+    pub peak: Severity,
     pub finding: Finding,
     /// Daemon seconds when it first fired and when it was last seen true.
     pub since: f64,
@@ -85,8 +87,13 @@ impl Incidents {
             match self.open.get_mut(&k) {
                 Some(o) => {
                     o.last_true = t;
-                    let escalated = f.severity > o.finding.severity;
+                    // Only a new peak fires again: warning, critical, warning,
+                    // critical is one escalation, and the incident keeps its
+                    // worst severity until it resolves.
+                    let escalated = f.severity > o.peak;
+                    o.peak = o.peak.max(f.severity);
                     o.finding = f;
+                    o.finding.severity = o.peak;
                     if escalated {
                         let o = &self.open[&k];
                         let id = derived_id(&o.incident, "firing", o.finding.severity);
@@ -100,6 +107,7 @@ impl Incidents {
                         k,
                         Open {
                             incident,
+                            peak: f.severity,
                             finding: f,
                             since: t,
                             last_true: t,
@@ -246,6 +254,7 @@ mod tests {
         let e = inc.step(50.0, vec![], alive);
         assert_eq!(e.len(), 1);
         assert_eq!(e[0].state, State::Resolved);
+        assert_eq!(e[0].severity, Severity::Critical, "resolves at its peak");
         assert_eq!(e[0].incident, first.incident);
         assert!(inc.step(51.0, vec![], alive).is_empty());
     }

@@ -133,6 +133,8 @@ pub fn thread_ns_tids(root: &Path, pid: u32) -> Option<HashMap<u32, u32>> {
 /// profiles need. CPU times are in clock ticks, `rss` in pages.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stat {
+    /// The leader's name, NUL-padded (the kernel's 16-byte `comm`).
+    pub comm: [u8; 16],
     pub state: u8,
     /// The task's `PF_*` flags.
     pub flags: u32,
@@ -143,6 +145,12 @@ pub struct Stat {
     /// Ticks after boot: with the pid, names one process across pid reuse.
     pub starttime: u64,
     pub rss_pages: u64,
+}
+
+impl Stat {
+    pub fn comm(&self) -> String {
+        crate::oom::cstr(&self.comm)
+    }
 }
 
 pub fn stat(root: &Path, pid: u32) -> Option<Stat> {
@@ -171,7 +179,9 @@ pub fn read_small(path: &Path) -> Option<String> {
         }
     }
     buf.truncate(len);
-    String::from_utf8(buf).ok()
+    // A comm cut mid-character by the kernel's 15-byte limit is not UTF-8;
+    // the numbers around it still are.
+    Some(String::from_utf8_lossy(&buf).into_owned())
 }
 
 pub fn task_stat(root: &Path, pid: u32, tid: u32) -> Option<Stat> {
@@ -186,11 +196,17 @@ pub fn task_stat(root: &Path, pid: u32, tid: u32) -> Option<Stat> {
 /// The comm field can hold spaces and parentheses, so fields are counted
 /// from the last `)`.
 pub fn parse_stat(text: &str) -> Option<Stat> {
-    let rest = &text[text.rfind(')')? + 1..];
+    let close = text.rfind(')')?;
+    let name = text.get(text.find('(')? + 1..close)?.as_bytes();
+    let mut comm = [0u8; 16];
+    let n = name.len().min(16);
+    comm[..n].copy_from_slice(&name[..n]);
+    let rest = &text[close + 1..];
     let f: Vec<&str> = rest.split_whitespace().collect();
     // f[0] is field 3 (state) of proc(5).
     let n = |field: usize| f.get(field - 3).and_then(|v| v.parse::<u64>().ok());
     Some(Stat {
+        comm,
         state: *f.first()?.as_bytes().first()?,
         flags: n(9)? as u32,
         majflt: n(12)?,
@@ -265,6 +281,7 @@ mod tests {
         assert_eq!(
             s,
             Stat {
+                comm: *b"a) b (c)\0\0\0\0\0\0\0\0",
                 state: b'S',
                 flags: 4194560,
                 majflt: 7,

@@ -11,7 +11,7 @@ use std::{
     path::Path,
 };
 
-use sentinel_common::{RSS_ANON, RSS_FILE, RSS_SHMEM};
+use sentinel_common::{RSS_ANON, RSS_FILE, RSS_SHMEM, RSS_SWAP};
 
 use crate::{
     cgroup::Resolver,
@@ -152,6 +152,9 @@ pub struct Point {
     /// Seconds on the daemon's monotonic clock.
     pub t: f64,
     pub rss: u64,
+    /// Anonymous memory plus swap: what only freeing or an OOM kill gives
+    /// back. Page cache and file mappings are in `rss` but not here.
+    pub anon: u64,
     pub faults: u64,
     pub majflt: u64,
     /// utime + stime, clock ticks.
@@ -181,6 +184,14 @@ pub struct ProcProfile {
     stat_t: f64,
     /// The kernel counters at the last tick, to tell an idle process.
     sig: Option<[u64; 6]>,
+    /// RssAnon and VmSwap from /proc when the profile began: the values of
+    /// members the kernel has not reported since attach (they have not
+    /// moved since, or it would have).
+    anon_base: (u64, u64),
+}
+
+fn anon_base(proc_root: &Path, pid: u32) -> (u64, u64) {
+    procfs::mem_status(proc_root, pid).map_or((0, 0), |m| (m.rss_anon, m.vm_swap))
 }
 
 /// The longest a process's /proc reading is reused while it is idle.
@@ -262,13 +273,28 @@ pub struct FsProfile {
     pub series: Series<FsPoint>,
 }
 
-/// Filesystems whose free space is worth following: local storage, not
-/// network mounts, where a statfs can block for as long as the server is
-/// away.
+/// Filesystems whose free space is followed: local storage only. A statfs
+/// on a network or cluster filesystem (NFS, Lustre, virtiofs, FUSE) can
+/// block for as long as its server is away, and would stall the tick.
+/// Overlay reports its upper layer's space, which is followed on its own.
 fn followed(fstype: &str) -> bool {
-    !(fstype.starts_with("nfs")
-        || fstype.starts_with("fuse")
-        || matches!(fstype, "cifs" | "smb3" | "9p" | "ceph" | "glusterfs"))
+    matches!(
+        fstype,
+        "ext2"
+            | "ext3"
+            | "ext4"
+            | "xfs"
+            | "btrfs"
+            | "zfs"
+            | "f2fs"
+            | "bcachefs"
+            | "jfs"
+            | "reiserfs"
+            | "vfat"
+            | "exfat"
+            | "ntfs3"
+            | "tmpfs"
+    )
 }
 
 pub struct Profiles {
@@ -283,6 +309,9 @@ pub struct Profiles {
     page_size: u64,
     /// Containers identified per cgroup id (identification parses paths).
     known: HashMap<u64, (String, Option<Container>)>,
+    /// Seconds a futex wait must last before its process's /proc reading
+    /// is refreshed on every tick (see `update`).
+    pub long_wait: f64,
 }
 
 impl Default for Profiles {
@@ -303,6 +332,7 @@ impl Profiles {
             mounts_read: f64::NEG_INFINITY,
             page_size: procfs::page_size(),
             known: HashMap::new(),
+            long_wait: 0.0,
         }
     }
 
@@ -327,8 +357,16 @@ impl Profiles {
         pids.dedup();
 
         let mut seen = HashMap::with_capacity(pids.len());
-        let waiting: std::collections::HashSet<u32> =
-            sample.waits.values().map(|w| w.tgid).collect();
+        // Processes with a thread blocked long enough to matter to the hang
+        // detector get a fresh reading every tick (it judges CPU progress);
+        // short waits are every idle Go or Java runtime's normal state.
+        let long_ns = (self.long_wait * 1e9) as u64;
+        let waiting: std::collections::HashSet<u32> = sample
+            .waits
+            .values()
+            .filter(|w| sample.mono_ns.saturating_sub(w.start_ns) >= long_ns)
+            .map(|w| w.tgid)
+            .collect();
         for pid in pids {
             let k = sample.procs.get(&pid);
             let sig = k.map(signature);
@@ -359,16 +397,6 @@ impl Profiles {
                 }
                 _ => stat.rss_pages * self.page_size,
             };
-            let point = Point {
-                t,
-                rss,
-                faults: k.map_or(0, |k| k.faults),
-                majflt: stat.majflt,
-                cpu_ticks: stat.utime + stat.stime,
-                read: k.map_or(0, |k| k.read_bytes),
-                write: k.map_or(0, |k| k.dirtied_bytes + k.direct_write_bytes),
-                threads: stat.num_threads,
-            };
             let cgroup_id = match k {
                 Some(k) => k.cgroup_id,
                 None => procfs::cgroup_v2_path(proc_root, pid)
@@ -386,7 +414,8 @@ impl Profiles {
                     ProcProfile {
                         pid,
                         start: stat.starttime,
-                        comm: procfs::comm(proc_root, pid)
+                        comm: Some(stat.comm())
+                            .filter(|c| !c.is_empty())
                             .or_else(|| k.map(|k| cstr(&k.comm)))
                             .unwrap_or_default(),
                         cgroup_id,
@@ -394,10 +423,39 @@ impl Profiles {
                         stat,
                         stat_t,
                         sig,
+                        anon_base: anon_base(proc_root, pid),
                     }
                 }
             };
+            // Without the kernel's RSS the baseline is all there is; keep it
+            // as fresh as the /proc reading.
+            if !rss_in_kernel && stat_t == t {
+                prof.anon_base = anon_base(proc_root, pid);
+            }
+            let known = |m: usize| rss_in_kernel && k.is_some_and(|k| k.rss_known & 1 << m != 0);
+            let member = |m: usize, base: u64| match k {
+                Some(k) if known(m) => k.rss[m].max(0) as u64,
+                _ => base,
+            };
+            let point = Point {
+                t,
+                rss,
+                anon: member(RSS_ANON, prof.anon_base.0) + member(RSS_SWAP, prof.anon_base.1),
+                faults: k.map_or(0, |k| k.faults),
+                majflt: stat.majflt,
+                cpu_ticks: stat.utime + stat.stime,
+                read: k.map_or(0, |k| k.read_bytes),
+                write: k.map_or(0, |k| k.dirtied_bytes + k.direct_write_bytes),
+                threads: stat.num_threads,
+            };
             prof.cgroup_id = cgroup_id;
+            // exec renames a process (an entrypoint script becoming postgres).
+            if stat_t == t {
+                let comm = stat.comm();
+                if !comm.is_empty() && comm != prof.comm {
+                    prof.comm = comm;
+                }
+            }
             prof.stat = stat;
             prof.stat_t = stat_t;
             prof.sig = sig;
@@ -450,6 +508,7 @@ impl Profiles {
             for pid in &pids {
                 if let Some(last) = self.procs.get(pid).and_then(|p| p.series.last()) {
                     point.rss += last.rss;
+                    point.anon += last.anon;
                     point.majflt += last.majflt;
                     point.cpu_ticks += last.cpu_ticks;
                     point.threads += last.threads;
@@ -500,12 +559,25 @@ impl Profiles {
             self.mounts_read = t;
         }
         let mut next = HashMap::new();
+        let mut seen_space: Vec<(String, u64, u64)> = Vec::new();
         for m in self.mounts.mounts().filter(|m| followed(&m.fstype)) {
             let Some(fs) = host::statfs(m) else {
                 continue;
             };
             if fs.size == 0 {
                 continue;
+            }
+            // Datasets of one ZFS pool (or btrfs subvolumes with their own
+            // device numbers) share one pool of space: one filling pool is
+            // one filesystem, under its first (shortest) mount point.
+            // (Two empty tmpfs of one size are two filesystems, hence only
+            // the pooled types.)
+            if matches!(fs.fstype.as_str(), "zfs" | "btrfs") {
+                let space = (fs.fstype.clone(), fs.size, fs.free);
+                if seen_space.contains(&space) {
+                    continue;
+                }
+                seen_space.push(space);
             }
             let mut prof = self.filesystems.remove(&fs.dev).unwrap_or(FsProfile {
                 fs: fs.clone(),

@@ -34,12 +34,15 @@ fn host_available(ctx: &Ctx) -> u64 {
 
 fn bound_of(ctx: &Ctx, memory_cgroup: Option<String>) -> Bound {
     let host = host_available(ctx);
+    let swap_free = ctx.profiles.host.last().map_or(0, |h| h.swap_free);
     let limit = match (ctx.mem_root, memory_cgroup) {
-        (Some((root, v1)), Some(path)) => cgroup::memory_bound(root, *v1, &path),
+        (Some((root, v1)), Some(path)) => cgroup::memory_bound(root, *v1, &path, swap_free),
         _ => None,
     };
     Bound {
-        headroom: limit.as_ref().map_or(host, |l| l.headroom().min(host)),
+        headroom: limit
+            .as_ref()
+            .map_or(host, |l| l.headroom(swap_free).min(host)),
         limit,
         host_available: host,
     }
@@ -59,7 +62,7 @@ fn growth(ctx: &Ctx, s: &crate::profile::Series<Point>) -> Option<Growth> {
         s,
         &windows(ctx),
         ctx.cfg.memory.min_growth as f64,
-        |p: &Point| p.rss as f64,
+        |p: &Point| p.anon as f64,
     )
 }
 
@@ -74,34 +77,43 @@ fn severity(ctx: &Ctx, secs: f64) -> Option<Severity> {
 }
 
 /// Growth over the last minute of the processes that compete for the same
-/// memory: those under the same limit, or every process for the host.
-fn contributors(ctx: &Ctx, within: Option<&str>, me: Option<u32>) -> Value {
+/// memory: those under the same limit (`within`, a path in the memory
+/// hierarchy, which on hybrid hosts is not the v2 path), or every process
+/// for the host.
+fn contributors(
+    ctx: &Ctx,
+    within: Option<&str>,
+    me: Option<u32>,
+    members: Option<&[u32]>,
+) -> Value {
+    // Growth first, from memory: only the growing few have their memory
+    // cgroup read.
     let mut v: Vec<(&ProcProfile, f64)> = ctx
         .profiles
         .procs
         .values()
-        .filter(|p| match within {
-            Some(cg) => ctx
-                .profiles
-                .containers
-                .get(&p.cgroup_id)
-                .is_some_and(|c| cgroup::within(&c.path, cg)),
-            None => true,
-        })
+        .filter(|p| members.is_none_or(|m| m.contains(&p.pid)))
         .filter_map(|p| {
-            let g = slope(&p.series.window(60.0), |q| q.rss as f64)?;
+            let g = slope(&p.series.window(60.0), |q| q.anon as f64)?;
             (g > 0.0 || Some(p.pid) == me).then_some((p, g))
         })
         .collect();
     v.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let v = v.into_iter().filter(|(p, _)| match within {
+        Some(cg) => {
+            Some(p.pid) == me
+                || memory_cgroup_of(ctx, p.pid).is_some_and(|m| cgroup::within(&m, cg))
+        }
+        None => true,
+    });
     Value::Array(
-        v.into_iter()
-            .take(5)
+        v.take(5)
             .map(|(p, g)| {
                 json!({
                     "pid": p.pid,
                     "comm": p.comm,
                     "rss_bytes": p.series.last().map_or(0, |l| l.rss),
+                    "anon_swap_bytes": p.series.last().map_or(0, |l| l.anon),
                     "growth_bytes_per_s": g.round(),
                 })
             })
@@ -109,16 +121,19 @@ fn contributors(ctx: &Ctx, within: Option<&str>, me: Option<u32>) -> Value {
     )
 }
 
-fn evidence(ctx: &Ctx, rss: u64, g: &Growth, b: &Bound, secs: f64) -> Value {
+fn evidence(ctx: &Ctx, last: Option<&Point>, g: &Growth, b: &Bound, secs: f64) -> Value {
     json!({
-        "rss_bytes": rss,
+        "rss_bytes": last.map_or(0, |l| l.rss),
+        // What grew: anonymous memory plus swap, not page cache.
+        "anon_swap_bytes": last.map_or(0, |l| l.anon),
         "growth_bytes_per_s": g.rate.round(),
         "window_s": round1(g.window_s),
         "grown_bytes": g.rise.round(),
         "bound": if b.limit.is_some() { "cgroup_limit" } else { "host" },
         "limit_cgroup": b.limit.as_ref().map(|l| l.cgroup.clone()),
         "limit_bytes": b.limit.as_ref().map(|l| l.limit),
-        "limit_working_set_bytes": b.limit.as_ref().map(|l| l.working_set),
+        "limit_used_bytes": b.limit.as_ref().map(|l| l.used),
+        "limit_swap_room_bytes": b.limit.as_ref().and_then(|l| l.swap_room),
         "host_available_bytes": b.host_available,
         "headroom_bytes": b.headroom,
         "time_to_exhaustion_s": round1(secs),
@@ -150,7 +165,7 @@ pub fn detect(ctx: &Ctx) -> Vec<Finding> {
             continue;
         };
         let rss = p.series.last().map_or(0, |l| l.rss);
-        let mut ev = evidence(ctx, rss, &g, &b, secs);
+        let mut ev = evidence(ctx, p.series.last(), &g, &b, secs);
         if let Some(m) = procfs::mem_status(Path::new("/proc"), p.pid) {
             ev["rss"] = json!({
                 "anon": m.rss_anon, "file": m.rss_file, "shmem": m.rss_shmem, "swap": m.vm_swap,
@@ -158,13 +173,9 @@ pub fn detect(ctx: &Ctx) -> Vec<Finding> {
         }
         ev["top_contributors"] = contributors(
             ctx,
-            b.limit.as_ref().map(|_| {
-                ctx.profiles
-                    .containers
-                    .get(&p.cgroup_id)
-                    .map_or("/", |c| c.path.as_str())
-            }),
+            b.limit.as_ref().map(|l| l.cgroup.as_str()),
             Some(p.pid),
+            None,
         );
         out.push(Finding {
             kind: Kind::MemoryBloat,
@@ -172,7 +183,7 @@ pub fn detect(ctx: &Ctx) -> Vec<Finding> {
             severity: sev,
             names: ctx.proc_names(p),
             summary: format!(
-                "{} (pid {}) has grown {}/s for {} and will exhaust {} in about {}; RSS is {}.",
+                "{} (pid {}) has grown {}/s (anonymous memory) for {} and will exhaust {} in about {}; RSS is {}.",
                 p.comm,
                 p.pid,
                 human_bytes(g.rate),
@@ -211,9 +222,9 @@ pub fn detect(ctx: &Ctx) -> Vec<Finding> {
             continue;
         };
         let rss = c.series.last().map_or(0, |l| l.rss);
-        let mut ev = evidence(ctx, rss, &g, &b, secs);
+        let mut ev = evidence(ctx, c.series.last(), &g, &b, secs);
         ev["processes"] = json!(c.members.len());
-        ev["top_contributors"] = contributors(ctx, Some(&c.path), None);
+        ev["top_contributors"] = contributors(ctx, None, None, Some(&c.members));
         out.push(Finding {
             kind: Kind::MemoryBloat,
             key: SubjectKey::Container {
@@ -222,7 +233,7 @@ pub fn detect(ctx: &Ctx) -> Vec<Finding> {
             severity: sev,
             names: ctx.container_names(c),
             summary: format!(
-                "Container {} ({} processes) has grown {}/s for {} and will exhaust {} in about {}; RSS is {}.",
+                "Container {} ({} processes) has grown {}/s (anonymous memory) for {} and will exhaust {} in about {}; RSS is {}.",
                 c.name(),
                 c.members.len(),
                 human_bytes(g.rate),

@@ -28,7 +28,7 @@ use crate::{
 /// stays on screen for many ticks and its stacks do not change.
 pub struct Stacks {
     sym: Symbolizer,
-    cache: HashMap<(u32, u64, i32), Vec<String>>,
+    cache: HashMap<(u32, u64, i64), Vec<String>>,
 }
 
 const MAX_CACHED_STACKS: usize = 4096;
@@ -45,23 +45,32 @@ impl Stacks {
     /// before sentinel attached, or a full stack map) the one frame /proc
     /// shows for a blocked system call.
     pub fn get(&mut self, ebpf: &Ebpf, pid: u32, start: u64, tid: u32, id: i32) -> Vec<String> {
-        let ips = if id >= 0 {
-            if let Some(s) = self.cache.get(&(pid, start, id)) {
-                return s.clone();
-            }
+        // Probe stacks are shared by id; a /proc frame belongs to its thread.
+        let key = (
+            pid,
+            start,
+            if id >= 0 {
+                i64::from(id)
+            } else {
+                -1 - i64::from(tid)
+            },
+        );
+        if let Some(s) = self.cache.get(&key) {
+            return s.clone();
+        }
+        let mut ips = if id >= 0 {
             collect::stack(ebpf, id)
         } else {
             Vec::new()
         };
         if ips.is_empty() {
-            let pc = procfs::syscall_pc(Path::new("/proc"), pid, tid);
-            return self.sym.symbolize(pid, &pc.into_iter().collect::<Vec<_>>());
+            ips.extend(procfs::syscall_pc(Path::new("/proc"), pid, tid));
         }
         let s = self.sym.symbolize(pid, &ips);
         if self.cache.len() >= MAX_CACHED_STACKS {
             self.cache.clear();
         }
-        self.cache.insert((pid, start, id), s.clone());
+        self.cache.insert(key, s.clone());
         s
     }
 
@@ -170,6 +179,16 @@ pub fn detect(ctx: &Ctx, ebpf: &Ebpf, stacks: &mut Stacks) -> Vec<Finding> {
     }
     let mut out = Vec::new();
     for (pid, waits) in by_pid {
+        let Some(p) = ctx.profiles.procs.get(&pid) else {
+            continue;
+        };
+        // A reported deadlock stays while the cycle stands, even if a
+        // debugger attaching restarts the waits.
+        let min_wait = if ctx.incidents.is_open(Kind::Deadlock, &proc_key(p)) {
+            0.0
+        } else {
+            min_wait
+        };
         // A cycle needs two waits that have lasted min_wait.
         if waits
             .iter()
@@ -179,9 +198,6 @@ pub fn detect(ctx: &Ctx, ebpf: &Ebpf, stacks: &mut Stacks) -> Vec<Finding> {
         {
             continue;
         }
-        let Some(p) = ctx.profiles.procs.get(&pid) else {
-            continue;
-        };
         let e = edges(pid, &waits);
         let by_tid: HashMap<u32, &FutexWait> = waits.iter().copied().collect();
         for cycle in cycles(&e) {

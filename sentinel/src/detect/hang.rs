@@ -18,7 +18,7 @@ use crate::{
     event::{Kind, Severity, human_duration},
     incident::{Finding, round1},
     procfs,
-    profile::covered,
+    profile::{ProcProfile, covered},
 };
 
 /// When each thread was first seen in uninterruptible sleep, for the
@@ -41,12 +41,20 @@ pub fn detect(
 ) -> Vec<Finding> {
     let hang_after = ctx.cfg.deadlock.hang_after.as_secs_f64();
     let proc_root = Path::new("/proc");
+    let open = |p: &ProcProfile| ctx.incidents.is_open(Kind::Hang, &proc_key(p));
     let mut candidates: Vec<u32> = ctx
         .sample
         .waits
         .values()
         .filter(|w| deadlock::waiting_s(ctx, w) >= hang_after)
         .map(|w| w.tgid)
+        .chain(
+            ctx.profiles
+                .procs
+                .values()
+                .filter(|p| open(p))
+                .map(|p| p.pid),
+        )
         .collect();
     candidates.sort_unstable();
     candidates.dedup();
@@ -64,39 +72,43 @@ pub fn detect(
         if deadlocks.iter().any(|f| f.key == key) || ctx.incidents.is_open(Kind::Deadlock, &key) {
             continue;
         }
+        // Once reported, a hang stays while every thread is still blocked
+        // and the CPU still idle: a debugger or a signal restarting the
+        // waits (jstack, py-spy, SIGSTOP/SIGCONT) must not resolve it and
+        // make it earn hang_after again.
+        let (need, cpu_window) = if open(p) {
+            (0.0, 10.0)
+        } else {
+            (hang_after, hang_after.min(600.0))
+        };
         let tids = procfs::tids(proc_root, pid);
         if tids.is_empty() {
             continue;
         }
-        let mut threads: Vec<Value> = Vec::new();
+        // Decide first, from the waits and thread states alone; evidence
+        // (comm, stacks, symbols) is read only for a process that is hung.
+        let mut blocked: Vec<(u32, Option<f64>)> = Vec::new();
         let mut blocked_for = f64::INFINITY;
         for tid in tids {
             if let Some(w) = ctx.sample.waits.get(&tid) {
                 let age = deadlock::waiting_s(ctx, w);
-                if age >= hang_after {
-                    blocked_for = blocked_for.min(age);
-                    threads.push(deadlock::thread_evidence(
-                        ctx, ebpf, stacks, p, tid, w, None,
-                    ));
-                    continue;
+                if age < need {
+                    // Waiting, but not for long: something woke it recently.
+                    continue 'procs;
                 }
-                // Waiting, but not for long: something woke it recently.
-                continue 'procs;
+                blocked_for = blocked_for.min(age);
+                blocked.push((tid, None));
+                continue;
             }
             match procfs::task_stat(proc_root, pid, tid).map(|s| s.state) {
                 Some(b'D') => {
                     let since = *tracker.d_since.entry((pid, tid)).or_insert(ctx.t);
                     let age = ctx.t - since;
-                    if age < hang_after {
+                    if age < need {
                         continue 'procs;
                     }
                     blocked_for = blocked_for.min(age);
-                    threads.push(json!({
-                        "tid": tid,
-                        "state": "D",
-                        "waiting_s": round1(age),
-                        "wchan": std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/wchan")).ok(),
-                    }));
+                    blocked.push((tid, Some(age)));
                 }
                 // Exited while we looked: not a reason to call it running.
                 Some(b'Z' | b'X') | None => {}
@@ -106,11 +118,11 @@ pub fn detect(
                 }
             }
         }
-        if threads.is_empty() {
+        if blocked.is_empty() {
             continue;
         }
         // No CPU progress over the hang window (or all the history we have).
-        let pts = p.series.window(hang_after.min(600.0));
+        let pts = p.series.window(cpu_window);
         let cpu = match (pts.first(), pts.last()) {
             (Some(a), Some(b)) => b.cpu_ticks.saturating_sub(a.cpu_ticks),
             _ => 0,
@@ -118,6 +130,23 @@ pub fn detect(
         if cpu > CPU_NOISE_TICKS {
             continue;
         }
+        let threads: Vec<Value> = blocked
+            .iter()
+            .filter_map(|&(tid, d_age)| match d_age {
+                None => {
+                    let w = ctx.sample.waits.get(&tid)?;
+                    Some(deadlock::thread_evidence(
+                        ctx, ebpf, stacks, p, tid, w, None,
+                    ))
+                }
+                Some(age) => Some(json!({
+                    "tid": tid,
+                    "state": "D",
+                    "waiting_s": round1(age),
+                    "wchan": std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/wchan")).ok(),
+                })),
+            })
+            .collect();
         let n = threads.len();
         out.push(Finding {
             kind: Kind::Hang,

@@ -37,7 +37,12 @@ impl Tracker {
             return Vec::new();
         }
         let since = *self.since.get_or_insert(ctx.t);
-        if ctx.t - since < cfg.min_duration.as_secs_f64() {
+        // An open incident does not have to earn min_duration again after
+        // one tick below the thresholds: that would resolve and refire it.
+        let open = ctx
+            .incidents
+            .is_open(Kind::SwapThrashing, &SubjectKey::Host);
+        if !open && ctx.t - since < cfg.min_duration.as_secs_f64() {
             return Vec::new();
         }
         let page = crate::procfs::page_size() as f64;
@@ -84,5 +89,76 @@ impl Tracker {
                 })).collect::<Vec<_>>(),
             }),
         }]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        collect::Sample, config::Config, host::Pressure, host::VmStat, incident::Incidents,
+        profile::Profiles,
+    };
+
+    fn sample() -> Sample {
+        Sample {
+            mono_ns: 0,
+            procs: Default::default(),
+            cgroups: Default::default(),
+            waits: Default::default(),
+            devices: Default::default(),
+            counters: [0; sentinel_common::NUM_COUNTERS as usize],
+            fill: Default::default(),
+        }
+    }
+
+    /// Host points with PSI memory full at `full` and `majors` major faults/s.
+    fn run(full: f64, majors: u64, secs: u32) -> Vec<Vec<Finding>> {
+        let cfg = Config::default();
+        let (s, inc) = (sample(), Incidents::new("h".into(), 30.0));
+        let mut profiles = Profiles::new();
+        let mut tr = Tracker::default();
+        let mut out = Vec::new();
+        for i in 0..=secs {
+            profiles.host.push(HostPoint {
+                t: i as f64,
+                psi_memory: Some(Pressure {
+                    full_avg10: full,
+                    some_avg10: full,
+                    ..Default::default()
+                }),
+                vm: VmStat {
+                    pgmajfault: majors * i as u64,
+                    ..Default::default()
+                },
+                ..Default::default()
+            });
+            let ctx = Ctx {
+                t: i as f64,
+                cfg: &cfg,
+                profiles: &profiles,
+                sample: &s,
+                incidents: &inc,
+                mem_root: None,
+            };
+            out.push(tr.detect(&ctx));
+        }
+        out
+    }
+
+    #[test]
+    fn sustained_pressure_with_major_faults_is_thrashing() {
+        let ticks = run(25.0, 5000, 40);
+        let first = ticks.iter().position(|f| !f.is_empty()).expect("fires");
+        // min_duration is 30 s by default.
+        assert!((30..=31).contains(&first), "fired at {first}");
+        assert_eq!(ticks[40][0].severity, Severity::Warning);
+        assert_eq!(run(60.0, 5000, 40)[40][0].severity, Severity::Critical);
+    }
+
+    #[test]
+    fn pressure_without_faults_or_faults_without_pressure_is_not() {
+        assert!(run(25.0, 10, 60).iter().all(Vec::is_empty));
+        assert!(run(1.0, 5000, 60).iter().all(Vec::is_empty));
     }
 }

@@ -67,7 +67,7 @@ fn fs_json(f: &FsProfile) -> Value {
 fn target_fs<'a>(ctx: &'a Ctx, pids: &[u32]) -> Option<&'a FsProfile> {
     let mut counts: Vec<(u32, usize)> = Vec::new();
     for &pid in pids.iter().take(16) {
-        for (dev, n) in host::written_filesystems(Path::new("/proc"), pid) {
+        for (dev, n) in host::written_filesystems(Path::new("/proc"), pid, ctx.profiles.mounts()) {
             match counts.iter_mut().find(|(d, _)| *d == dev) {
                 Some(c) => c.1 += n,
                 None => counts.push((dev, n)),
@@ -133,7 +133,9 @@ fn budget_finding(
 fn budgets(ctx: &Ctx) -> Vec<Finding> {
     let budget = ctx.cfg.writes.daily_budget as f64;
     let mut out = Vec::new();
-    for p in ctx.profiles.procs.values() {
+    // Kernel threads (a loop device's worker, nfsd) write on someone's
+    // behalf; that someone is the subject.
+    for p in ctx.profiles.procs.values().filter(|p| !p.kernel_thread()) {
         let Some((r, window)) = write_rate(ctx, &p.series) else {
             continue;
         };
@@ -184,12 +186,14 @@ fn budgets(ctx: &Ctx) -> Vec<Finding> {
     out
 }
 
-/// The steadiest decline of free space over `min_duration`, 1 min, 10 min
-/// and 1 h: the longest window over which free space fell in each third.
-/// The short window is for fills that end within minutes; the 200× cap
-/// keeps it from speaking about days.
-fn decline(s: &Series<FsPoint>, min_duration: f64) -> Option<(f64, f64)> {
-    let mut best = None;
+/// The most urgent steady fill: over `min_duration`, 1 min, 10 min and
+/// 1 h, the windows in which used space rose through each third, projected
+/// at their rate (least squares) to `free`; the soonest projection that
+/// rests on at least 1/`MAX_EXTRAPOLATION` of its horizon wins. A recent
+/// runaway is not diluted by an hour of slow logging, and the short window
+/// speaks only about fills minutes away. Returns (rate, window, seconds).
+fn most_urgent_fill(s: &Series<FsPoint>, free: u64, min_duration: f64) -> Option<(f64, f64, f64)> {
+    let mut best: Option<(f64, f64, f64)> = None;
     for w in [min_duration.min(60.0), 60.0, 600.0, 3600.0] {
         let pts = s.window(w);
         let span = covered(&pts);
@@ -200,8 +204,15 @@ fn decline(s: &Series<FsPoint>, min_duration: f64) -> Option<(f64, f64)> {
         if !rises_in_thirds(&pts, used) {
             continue;
         }
-        if let Some(r) = slope(&pts, used).filter(|r| *r > 0.0) {
-            best = Some((r, span));
+        let Some(r) = slope(&pts, used).filter(|r| *r > 0.0) else {
+            continue;
+        };
+        let secs = free as f64 / r;
+        if secs > MAX_EXTRAPOLATION * span {
+            continue;
+        }
+        if best.is_none_or(|b| secs < b.2) {
+            best = Some((r, span, secs));
         }
     }
     best
@@ -230,7 +241,7 @@ fn top_writers(ctx: &Ctx, dev: u32) -> (Vec<(f64, Names)>, bool) {
     let on_fs: Vec<(f64, &ProcProfile)> = v
         .iter()
         .filter(|(_, p)| {
-            host::written_filesystems(Path::new("/proc"), p.pid)
+            host::written_filesystems(Path::new("/proc"), p.pid, ctx.profiles.mounts())
                 .iter()
                 .any(|(d, _)| *d == dev)
         })
@@ -249,13 +260,10 @@ fn top_writers(ctx: &Ctx, dev: u32) -> (Vec<(f64, Names)>, bool) {
 fn fills(ctx: &Ctx) -> Vec<Finding> {
     let mut out = Vec::new();
     for f in ctx.profiles.filesystems.values() {
-        let Some((r, span)) = decline(&f.series, ctx.cfg.writes.min_duration.as_secs_f64()) else {
+        let min = ctx.cfg.writes.min_duration.as_secs_f64();
+        let Some((r, span, secs)) = most_urgent_fill(&f.series, f.fs.free, min) else {
             continue;
         };
-        let secs = f.fs.free as f64 / r;
-        if secs > MAX_EXTRAPOLATION * span {
-            continue;
-        }
         let Some(severity) = severity_for_fill(ctx, secs) else {
             continue;
         };
@@ -324,21 +332,37 @@ mod tests {
     }
 
     #[test]
-    fn a_steady_fill_is_measured_over_the_longest_window() {
-        // 22 GB a day for an hour.
+    fn a_steady_fill_projects_to_days() {
+        // 22 GB a day for an hour onto 123 GB free.
         let r = 22e9 / DAY;
         let s = fs_series((0..=3600).map(|i| (i as f64, (123e9 - r * i as f64) as u64)));
-        let (rate, span) = decline(&s, 20.0).unwrap();
+        let free = s.last().unwrap().free;
+        let (rate, span, secs) = most_urgent_fill(&s, free, 20.0).unwrap();
         assert!((rate - r).abs() / r < 0.01, "{rate} vs {r}");
-        assert!(span >= 3500.0);
-        // 123 GB free at 22 GB a day: about 5.5 days.
-        let days = 123e9 / rate / DAY;
-        assert!((days - 5.6).abs() < 0.2, "{days}");
+        assert!(span >= 3500.0, "only the hour may speak of days: {span}");
+        assert!((secs / DAY - 5.6).abs() < 0.2, "{}", secs / DAY);
+        // The same minute alone may not: 5.6 days is past 200 minutes.
+        let short = fs_series((0..=60).map(|i| (i as f64, (123e9 - r * i as f64) as u64)));
+        assert!(most_urgent_fill(&short, free, 20.0).is_none());
     }
 
     #[test]
-    fn freed_space_is_no_decline() {
+    fn a_recent_runaway_is_not_diluted_by_slow_growth() {
+        // 1 TB free, 50 kB/s of logs for 50 min, then 100 MB/s for 10 min.
+        let mut used = 0.0;
+        let s = fs_series((0..=3600).map(|i| {
+            used += if i < 3000 { 50e3 } else { 100e6 };
+            (i as f64, (0.99e12 - used) as u64)
+        }));
+        let free = s.last().unwrap().free;
+        let (rate, _, secs) = most_urgent_fill(&s, free, 20.0).unwrap();
+        assert!((rate - 100e6).abs() / 100e6 < 0.05, "{rate}");
+        assert!(secs < 6.0 * 3600.0, "{secs}");
+    }
+
+    #[test]
+    fn freed_space_is_no_fill() {
         let s = fs_series((0..=120).map(|i| (i as f64, 1_000_000 + i * 1000)));
-        assert!(decline(&s, 20.0).is_none());
+        assert!(most_urgent_fill(&s, 1_000_000, 20.0).is_none());
     }
 }
