@@ -1068,6 +1068,9 @@ fn print_daemon_table(opts: &Options, window: f64, idle: &Window, busy: &Window,
         .fold((f64::MAX, f64::MIN), |(lo, hi), &x| (lo.min(x), hi.max(x)));
     let verdict = if (lo..=hi).contains(&busy.load_pct()) {
         "within the baseline's noise"
+    } else if busy.load_pct() < lo {
+        // Probes cannot make the load cheaper: the machine's noise can.
+        "below the baseline: noise"
     } else {
         "the probes' cost on the load"
     };
