@@ -123,6 +123,14 @@ impl Resolver {
         path
     }
 
+    /// Forgets ids the caller no longer needs (removed cgroups whose counts
+    /// are gone from the kernel maps), so a host that churns containers
+    /// does not grow this without bound.
+    pub fn retain(&mut self, keep: impl Fn(u64) -> bool) {
+        self.by_id.retain(|&id, _| keep(id));
+        self.not_found.retain(|&id| keep(id));
+    }
+
     /// The id (inode) of a v2 path.
     pub fn id_of(&self, rel: &str) -> Option<u64> {
         let root = self.root.as_ref()?;
@@ -426,7 +434,10 @@ mod tests {
             &[
                 ("memory.max", "4000000000\n"),
                 ("memory.current", "3000000000\n"),
-                ("memory.stat", "anon 2000000000\nfile 1000000000\nshmem 100000000\n"),
+                (
+                    "memory.stat",
+                    "anon 2000000000\nfile 1000000000\nshmem 100000000\n",
+                ),
                 ("memory.swap.max", "500000000\n"),
                 ("memory.swap.current", "100000000\n"),
             ],

@@ -198,6 +198,10 @@ impl Housekeeping {
         if let Err(e) = self.prune_cgroups(s, sample, resolver) {
             tracing::warn!("pruning CGROUPS: {e:#}");
         }
+        // Live cgroups are found again by the next walk; dead ones matter
+        // only while the kernel still holds their counts.
+        let live: HashSet<u64> = sample.procs.values().map(|p| p.cgroup_id).collect();
+        resolver.retain(|id| sample.cgroups.contains_key(&id) || live.contains(&id));
         if let Err(e) = prune_stacks(s) {
             tracing::warn!("pruning STACKS: {e:#}");
         }
