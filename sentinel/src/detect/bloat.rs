@@ -5,7 +5,7 @@
 //! A process is judged first; its container only when no member process
 //! explains the growth on its own (many workers each growing a little), so
 //! one runaway process raises one event, not two.
-use std::path::Path;
+use std::{collections::HashMap, path::Path};
 
 use serde_json::{Value, json};
 
@@ -153,19 +153,68 @@ fn what_runs_out(b: &Bound) -> String {
     }
 }
 
+/// Processes whose growth is sustained, with it: computed once a tick, since
+/// each process is judged alongside those it shares memory with.
+fn growing(ctx: &Ctx) -> HashMap<u32, Growth> {
+    ctx.profiles
+        .procs
+        .values()
+        .filter_map(|p| Some((p.pid, growth(ctx, &p.series)?)))
+        .collect()
+}
+
+/// The combined growth of everything under the same bound: a process is
+/// not the only one eating a shared limit. Under a cgroup limit, the
+/// growing processes within it; for the host, every growing process.
+fn combined_rate(ctx: &Ctx, growing: &HashMap<u32, Growth>, limit: Option<&str>) -> f64 {
+    growing
+        .iter()
+        .filter(|&(&pid, _)| match limit {
+            Some(cg) => memory_cgroup_of(ctx, pid).is_some_and(|m| cgroup::within(&m, cg)),
+            None => true,
+        })
+        .map(|(_, g)| g.rate)
+        .sum()
+}
+
+/// Several members growing, none with at least half the container's
+/// growth: the container is the subject (forked workers each growing a
+/// little), not each of them.
+fn container_speaks(ctx: &Ctx, growing: &HashMap<u32, Growth>, p: &ProcProfile) -> bool {
+    let Some(c) = ctx.profiles.containers.get(&p.cgroup_id) else {
+        return false;
+    };
+    let rates: Vec<f64> = c
+        .members
+        .iter()
+        .filter_map(|pid| growing.get(pid))
+        .map(|g| g.rate)
+        .collect();
+    let total: f64 = rates.iter().sum();
+    let own = growing.get(&p.pid).map_or(0.0, |g| g.rate);
+    rates.len() >= 2 && own < 0.5 * total
+}
+
 pub fn detect(ctx: &Ctx) -> Vec<Finding> {
     let mut out = Vec::new();
+    let growing = growing(ctx);
     for p in ctx.profiles.procs.values() {
-        let Some(g) = growth(ctx, &p.series) else {
+        let Some(&g) = growing.get(&p.pid) else {
             continue;
         };
+        if container_speaks(ctx, &growing, p) {
+            continue;
+        }
         let b = bound_of(ctx, memory_cgroup_of(ctx, p.pid));
-        let secs = b.headroom as f64 / g.rate;
+        let combined =
+            combined_rate(ctx, &growing, b.limit.as_ref().map(|l| l.cgroup.as_str())).max(g.rate);
+        let secs = b.headroom as f64 / combined;
         let Some(sev) = severity(ctx, secs) else {
             continue;
         };
         let rss = p.series.last().map_or(0, |l| l.rss);
         let mut ev = evidence(ctx, p.series.last(), &g, &b, secs);
+        ev["combined_growth_bytes_per_s"] = json!(combined.round());
         if let Some(m) = procfs::mem_status(Path::new("/proc"), p.pid) {
             ev["rss"] = json!({
                 "anon": m.rss_anon, "file": m.rss_file, "shmem": m.rss_shmem, "swap": m.vm_swap,
@@ -183,13 +232,18 @@ pub fn detect(ctx: &Ctx) -> Vec<Finding> {
             severity: sev,
             names: ctx.proc_names(p),
             summary: format!(
-                "{} (pid {}) has grown {}/s (anonymous memory) for {} and will exhaust {} in about {}; RSS is {}.",
+                "{} (pid {}) has grown {}/s (anonymous memory) for {} and will exhaust {} in about {}{}; RSS is {}.",
                 p.comm,
                 p.pid,
                 human_bytes(g.rate),
                 human_duration(g.window_s),
                 what_runs_out(&b),
                 human_duration(secs),
+                if combined > g.rate * 1.05 {
+                    format!(" (with others growing beside it, {}/s in all)", human_bytes(combined))
+                } else {
+                    String::new()
+                },
                 human_bytes(rss as f64),
             ),
             evidence: ev,

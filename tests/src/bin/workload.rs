@@ -18,6 +18,10 @@
 //!   write-phases <path> <MiB>    two rounds of buffered writes + fsync, each after a "go" ("phase1" between)
 //!   grow <MiB/s> <max MiB>       after go, touch fresh anonymous memory at that pace (100 ms steps) up to
 //!                                max, then hold it; prints "progress mib=N" each second (may be OOM-killed)
+//!   grow-forked <n> <MiB/s> <max MiB>  n forked children (ready before "ready pids=P1,P2,..."), each growing
+//!                                as grow does after go (quietly; "child pid=P done ..." at max), then holding;
+//!                                the parent grows nothing, prints "released children=n" and lingers;
+//!                                children die with it (PR_SET_PDEATHSIG)
 //!   hold <MiB>                   allocate and touch before ready, then hold it flat
 //!   pool <workers>               idle thread pool: workers block on a Condvar for jobs that never come
 //!                                (all waiting before ready); after go the main thread hashes in short
@@ -51,6 +55,7 @@ fn main() {
         ["exit-writers", dir, n] => exit_writers(dir, parse(n)),
         ["write-phases", path, mib] => write_phases(path, parse(mib)),
         ["grow", rate, max] => grow(parse(rate), parse(max)),
+        ["grow-forked", n, rate, max] => grow_forked(parse(n), parse(rate), parse(max)),
         ["hold", mib] => hold(parse(mib)),
         ["pool", workers] => pool(parse(workers)),
         ["write-rate", path, rate, secs] => write_rate(path, parse(rate), parse(secs)),
@@ -457,10 +462,19 @@ fn grow(mib_per_s: usize, max_mib: usize) {
     let len = max_mib * MIB;
     // Reserved up front; only touched pages are charged.
     let p = map_anon(len);
-    let page = page_size();
-    let rate = (mib_per_s * MIB) as f64;
     say("ready");
     wait_go();
+    let seconds = grow_paced(p, len, mib_per_s, true);
+    say(&format!("done mib={max_mib} seconds={seconds:.1}"));
+    linger()
+}
+
+/// The body of `grow`: touches `len` bytes of the mapping at `p` at
+/// `mib_per_s`, starting now; with `progress`, prints "progress mib=N" each
+/// second. Returns the seconds it took.
+fn grow_paced(p: *mut u8, len: usize, mib_per_s: usize, progress: bool) -> f64 {
+    let page = page_size();
+    let rate = (mib_per_s * MIB) as f64;
     let start = Instant::now();
     let mut touched = 0usize;
     let mut reported = 0usize;
@@ -476,16 +490,126 @@ fn grow(mib_per_s: usize, max_mib: usize) {
             touched = target;
         }
         let secs = start.elapsed().as_secs() as usize;
-        if secs > reported {
+        if progress && secs > reported {
             reported = secs;
             say(&format!("progress mib={}", touched / MIB));
         }
     }
-    say(&format!(
-        "done mib={max_mib} seconds={:.1}",
-        start.elapsed().as_secs_f64()
-    ));
+    start.elapsed().as_secs_f64()
+}
+
+/// `n` forked children, each doing what `grow` does (same cgroup, own
+/// mapping), released together by the parent's go. The parent grows
+/// nothing itself: it forks, waits until every child has its mapping and
+/// its parent-death signal, prints "ready pids=P1,P2,...", and on go writes
+/// one byte per child into the pipe they block on, prints
+/// "released children=N" and lingers. Each child prints
+/// "child pid=P done mib=M seconds=S" when it has grown to its max, then
+/// holds it until killed; children die with the parent (PR_SET_PDEATHSIG),
+/// and exited children are reaped by the kernel (SIGCHLD ignored).
+fn grow_forked(n: usize, mib_per_s: usize, max_mib: usize) {
+    if n == 0 || mib_per_s == 0 || max_mib == 0 {
+        die("grow-forked needs non-zero children, rate and maximum");
+    }
+    let len = max_mib * MIB;
+    let pipe = || {
+        let mut fds = [0; 2];
+        // SAFETY: pipe2 writes two fds into `fds`.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+            die(&format!("pipe: {}", errno()));
+        }
+        fds
+    };
+    // Children block reading `go_fds[0]` (one byte each, EOF means the
+    // parent is gone) and report being set up by writing to `up_fds[1]`.
+    let go_fds = pipe();
+    let up_fds = pipe();
+    // SAFETY: getpid and signal have no preconditions; ignoring SIGCHLD
+    // makes the kernel reap exited (OOM-killed) children.
+    let parent = unsafe {
+        libc::signal(libc::SIGCHLD, libc::SIG_IGN);
+        libc::getpid()
+    };
+    let mut pids = Vec::with_capacity(n);
+    for _ in 0..n {
+        // SAFETY: single-threaded process; the child continues on its own
+        // copy of it and never returns into the parent's code.
+        match unsafe { libc::fork() } {
+            -1 => die(&format!("fork: {}", errno())),
+            0 => grow_child(parent, go_fds, up_fds, len, mib_per_s, max_mib),
+            pid => pids.push(pid),
+        }
+    }
+    // SAFETY: closing the ends only the children use.
+    unsafe {
+        libc::close(go_fds[0]);
+        libc::close(up_fds[1]);
+    }
+    let mut up = [0u8; 1];
+    for i in 0..n {
+        // SAFETY: reads one byte into `up`.
+        let r = unsafe { libc::read(up_fds[0], up.as_mut_ptr().cast(), 1) };
+        if r != 1 {
+            die(&format!("only {i} of {n} children set up ({})", errno()));
+        }
+    }
+    let list: Vec<String> = pids.iter().map(i32::to_string).collect();
+    say(&format!("ready pids={}", list.join(",")));
+    wait_go();
+    let go = vec![b'g'; n];
+    // SAFETY: writes `n` bytes from `go`; n bytes fit in a pipe at once.
+    if unsafe { libc::write(go_fds[1], go.as_ptr().cast(), n) } != n as isize {
+        die(&format!("releasing the children: {}", errno()));
+    }
+    say(&format!("released children={n}"));
     linger()
+}
+
+/// A child of `grow_forked`: maps its memory, arms the parent-death signal,
+/// reports in, waits for its byte, grows and holds. Never returns.
+fn grow_child(
+    parent: libc::pid_t,
+    go_fds: [libc::c_int; 2],
+    up_fds: [libc::c_int; 2],
+    len: usize,
+    mib_per_s: usize,
+    max_mib: usize,
+) -> ! {
+    // SAFETY: prctl/getppid/close/write/read on our own fds and buffers.
+    unsafe {
+        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
+            die(&format!("prctl(PR_SET_PDEATHSIG): {}", errno()));
+        }
+        // The parent may have died before the signal was armed.
+        if libc::getppid() != parent {
+            libc::_exit(0);
+        }
+        libc::close(go_fds[1]);
+        libc::close(up_fds[0]);
+    }
+    let p = map_anon(len);
+    let mut byte = [b'u'; 1];
+    // SAFETY: as above.
+    unsafe {
+        if libc::write(up_fds[1], byte.as_ptr().cast(), 1) != 1 {
+            die(&format!("reporting in: {}", errno()));
+        }
+        libc::close(up_fds[1]);
+        if libc::read(go_fds[0], byte.as_mut_ptr().cast(), 1) != 1 {
+            // EOF: the parent is gone without a go.
+            libc::_exit(0);
+        }
+    }
+    let seconds = grow_paced(p, len, mib_per_s, false);
+    // SAFETY: getpid has no preconditions.
+    let pid = unsafe { libc::getpid() };
+    say(&format!(
+        "child pid={pid} done mib={max_mib} seconds={seconds:.1}"
+    ));
+    loop {
+        // SAFETY: pause has no preconditions; only a signal ends it.
+        unsafe { libc::pause() };
+    }
 }
 
 /// Allocates and touches `mib` before ready, then holds it flat.
