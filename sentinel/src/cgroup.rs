@@ -363,6 +363,26 @@ fn read_bound(dir: &Path, v1: bool, rel: &str) -> Option<MemBound> {
     })
 }
 
+/// A memory cgroup's anonymous memory plus swap, from its own counters
+/// (hierarchical: descendants included).
+pub fn anon_and_swap(dir: &Path, v1: bool) -> Option<u64> {
+    let stat = fs::read_to_string(dir.join("memory.stat")).ok()?;
+    let key = |k: &str| {
+        stat.lines().find_map(|l| {
+            l.strip_prefix(k)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
+    };
+    if v1 {
+        Some(key("total_rss")? + key("total_swap").unwrap_or(0))
+    } else {
+        Some(key("anon")? + read_u64(&dir.join("memory.swap.current")).unwrap_or(0))
+    }
+}
+
 /// Decides which memory cgroup's limit caused an OOM kill, from counters
 /// before and after it: the victim's memcg is the deepest whose `oom_kill`
 /// grew, preferring one on `victim_path` (the victim's cgroup and its
@@ -458,6 +478,27 @@ mod tests {
         assert_eq!(b.headroom(10_000_000_000), 1_900_000_000 + 400_000_000);
         assert_eq!(b.headroom(0), 1_900_000_000, "no host swap, no swap room");
         assert!(memory_bound(root.path(), false, "/other", 0).is_none());
+    }
+
+    #[test]
+    fn a_cgroups_own_anon_and_swap() {
+        let root = tempfile::tempdir().unwrap();
+        let v2 = root.path().join("v2");
+        write(
+            &v2,
+            &[
+                ("memory.stat", "anon 300\nfile 900\nanon_thp 0\n"),
+                ("memory.swap.current", "50\n"),
+            ],
+        );
+        assert_eq!(anon_and_swap(&v2, false), Some(350));
+        let v1 = root.path().join("v1");
+        write(
+            &v1,
+            &[("memory.stat", "rss 1\ntotal_rss 300\ntotal_swap 20\n")],
+        );
+        assert_eq!(anon_and_swap(&v1, true), Some(320));
+        assert_eq!(anon_and_swap(&root.path().join("gone"), false), None);
     }
 
     #[test]

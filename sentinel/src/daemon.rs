@@ -53,6 +53,7 @@ pub fn run(s: &mut Sentinel, cfg: &Config, format: Format) -> Result<()> {
 
     let mut incidents = Incidents::new(host::hostname(), cfg.daemon.resolve_after.as_secs_f64());
     let mut profiles = Profiles::new();
+    profiles.mem_root = mem_root.clone();
     profiles.long_wait = cfg
         .deadlock
         .hang_after

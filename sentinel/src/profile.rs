@@ -14,7 +14,7 @@ use std::{
 use sentinel_common::{RSS_ANON, RSS_FILE, RSS_SHMEM, RSS_SWAP};
 
 use crate::{
-    cgroup::Resolver,
+    cgroup::{self, Resolver},
     collect::Sample,
     container::{self, Container},
     host::{self, Filesystems},
@@ -222,12 +222,20 @@ const PF_KTHREAD: u32 = 0x0020_0000;
 pub struct ContainerProfile {
     pub cgroup_id: u64,
     pub path: String,
+    /// Its own memory cgroup (directory, is v1), when it has one to itself.
+    memcg: Option<(std::path::PathBuf, bool)>,
     pub container: Option<Container>,
     pub series: Series<Point>,
     pub members: Vec<u32>,
 }
 
 impl ContainerProfile {
+    /// Whether `anon` comes from the cgroup's own counters (else it is the
+    /// sum of its processes').
+    pub fn anon_from_cgroup(&self) -> bool {
+        self.memcg.is_some()
+    }
+
     /// The name events carry: the runtime's name, else the cgroup path.
     pub fn name(&self) -> String {
         self.container
@@ -312,6 +320,8 @@ pub struct Profiles {
     /// Seconds a futex wait must last before its process's /proc reading
     /// is refreshed on every tick (see `update`).
     pub long_wait: f64,
+    /// Where memory cgroups are: (root, is v1).
+    pub mem_root: Option<(std::path::PathBuf, bool)>,
 }
 
 impl Default for Profiles {
@@ -333,6 +343,7 @@ impl Profiles {
             page_size: procfs::page_size(),
             known: HashMap::new(),
             long_wait: 0.0,
+            mem_root: None,
         }
     }
 
@@ -501,14 +512,27 @@ impl Profiles {
                 continue;
             }
             pids.sort_unstable();
+            let memcg = match self.containers.get(&id) {
+                Some(c) => c.memcg.clone(),
+                None => self.exclusive_memcg(&path, pids[0]),
+            };
+            // The cgroup's own anon counts a page shared by forked workers
+            // once; the sum of their RSS would count it once per worker.
+            let cg_anon = memcg
+                .as_ref()
+                .and_then(|(dir, v1)| cgroup::anon_and_swap(dir, *v1));
+            let exclusive = cg_anon.is_some();
             let mut point = Point {
                 t,
+                anon: cg_anon.unwrap_or(0),
                 ..Default::default()
             };
             for pid in &pids {
                 if let Some(last) = self.procs.get(pid).and_then(|p| p.series.last()) {
                     point.rss += last.rss;
-                    point.anon += last.anon;
+                    if !exclusive {
+                        point.anon += last.anon;
+                    }
                     point.majflt += last.majflt;
                     point.cpu_ticks += last.cpu_ticks;
                     point.threads += last.threads;
@@ -526,6 +550,7 @@ impl Profiles {
                 container,
                 series: Series::default(),
                 members: Vec::new(),
+                memcg,
             });
             prof.members = pids;
             prof.series.push(point);
@@ -536,6 +561,20 @@ impl Profiles {
         // cache on hosts that churn containers.
         let containers = &self.containers;
         self.known.retain(|id, _| containers.contains_key(id));
+    }
+
+    /// The memory cgroup that is this container's alone: its v2 directory
+    /// when v2 holds the memory controller, or on hybrid hosts the v1 memory
+    /// cgroup of the same path. A member in some other memory cgroup (a
+    /// shared parent, "/") means none: its counters would be others' too.
+    fn exclusive_memcg(&self, path: &str, member: u32) -> Option<(std::path::PathBuf, bool)> {
+        let (root, v1) = self.mem_root.as_ref()?;
+        let rel = procfs::memory_cgroup_path(Path::new("/proc"), member, *v1)?;
+        if rel != path || rel == "/" {
+            return None;
+        }
+        let dir = root.join(rel.trim_start_matches('/'));
+        dir.is_dir().then_some((dir, *v1))
     }
 
     fn update_host(&mut self, t: f64) {

@@ -278,6 +278,11 @@ pub fn detect(ctx: &Ctx) -> Vec<Finding> {
         let rss = c.series.last().map_or(0, |l| l.rss);
         let mut ev = evidence(ctx, c.series.last(), &g, &b, secs);
         ev["processes"] = json!(c.members.len());
+        ev["anon_from"] = json!(if c.anon_from_cgroup() {
+            "cgroup"
+        } else {
+            "processes"
+        });
         ev["top_contributors"] = contributors(ctx, None, None, Some(&c.members));
         out.push(Finding {
             kind: Kind::MemoryBloat,
