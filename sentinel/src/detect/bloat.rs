@@ -9,7 +9,7 @@ use std::{collections::HashMap, path::Path};
 
 use serde_json::{Value, json};
 
-use super::{Ctx, Growth, proc_key, sustained_growth};
+use super::{Ctx, Growth, explained_by_member, proc_key, sustained_growth};
 use crate::{
     cgroup::{self, MemBound},
     event::{Kind, Severity, SubjectKey, human_bytes, human_duration},
@@ -251,16 +251,7 @@ pub fn detect(ctx: &Ctx) -> Vec<Finding> {
     }
 
     for c in ctx.profiles.containers.values() {
-        let explained = out
-            .iter()
-            .any(|f| matches!(f.key, SubjectKey::Process { pid, .. } if c.members.contains(&pid)))
-            || c.members.iter().any(|pid| {
-                ctx.profiles
-                    .procs
-                    .get(pid)
-                    .is_some_and(|p| ctx.incidents.is_open(Kind::MemoryBloat, &proc_key(p)))
-            });
-        if explained {
+        if explained_by_member(ctx, &out, c, Kind::MemoryBloat) {
             continue;
         }
         let Some(g) = growth(ctx, &c.series) else {

@@ -141,6 +141,26 @@ pub fn host_context(ctx: &Ctx) -> serde_json::Value {
     })
 }
 
+/// A process is judged before its container: the container's finding of a
+/// kind is left out when a member has one this tick, or an open incident,
+/// so one runaway process is one event, not two.
+pub fn explained_by_member(
+    ctx: &Ctx,
+    found: &[Finding],
+    c: &ContainerProfile,
+    kind: crate::event::Kind,
+) -> bool {
+    found.iter().any(|f| {
+        f.kind == kind
+            && matches!(f.key, SubjectKey::Process { pid, .. } if c.members.contains(&pid))
+    }) || c.members.iter().any(|pid| {
+        ctx.profiles
+            .procs
+            .get(pid)
+            .is_some_and(|p| ctx.incidents.is_open(kind, &proc_key(p)))
+    })
+}
+
 /// Is the series rising through each third of the window? A burst that
 /// ended, or one that only just began, is not sustained growth.
 pub fn rises_in_thirds<P: Timed>(pts: &[P], f: impl Fn(&P) -> f64) -> bool {

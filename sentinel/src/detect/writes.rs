@@ -11,7 +11,7 @@ use std::path::Path;
 
 use serde_json::{Value, json};
 
-use super::{Ctx, proc_key, rises_in_thirds};
+use super::{Ctx, explained_by_member, proc_key, rises_in_thirds};
 use crate::{
     event::{Kind, Names, Severity, SubjectKey, human_bytes, human_duration},
     host,
@@ -153,16 +153,7 @@ fn budgets(ctx: &Ctx) -> Vec<Finding> {
         ));
     }
     for c in ctx.profiles.containers.values() {
-        let explained = out
-            .iter()
-            .any(|f| matches!(f.key, SubjectKey::Process { pid, .. } if c.members.contains(&pid)))
-            || c.members.iter().any(|pid| {
-                ctx.profiles
-                    .procs
-                    .get(pid)
-                    .is_some_and(|p| ctx.incidents.is_open(Kind::WriteAnomaly, &proc_key(p)))
-            });
-        if explained {
+        if explained_by_member(ctx, &out, c, Kind::WriteAnomaly) {
             continue;
         }
         let Some((r, window)) = write_rate(ctx, &c.series) else {
