@@ -5,8 +5,8 @@
 //!   that much history), so one burst does not project to a day.
 //! - `disk_fill`: a filesystem's free space has been falling steadily and
 //!   would run out within `writes.fill_warn_horizon`. The projection never
-//!   reaches further than `MAX_EXTRAPOLATION` times the history it rests on:
-//!   a minute of writes says nothing about next week.
+//!   reaches further than `reach` allows for the history it rests on: a
+//!   minute of writes (a build, a download) says nothing about next week.
 use std::path::Path;
 
 use serde_json::{Value, json};
@@ -21,6 +21,15 @@ use crate::{
 
 const DAY: f64 = 86_400.0;
 const MAX_EXTRAPOLATION: f64 = 200.0;
+
+/// How far ahead `span` seconds of steady filling may project: span/2
+/// times the span, at most `MAX_EXTRAPOLATION` times. 20 s speak about the
+/// next 3 minutes, 1 min about the next 30, 10 min about the next 33 hours,
+/// an hour about the next 8 days. A compile that writes a gigabyte in a
+/// minute is not a disk filling in two hours; ten minutes of it may be.
+fn reach(span: f64) -> f64 {
+    span * (span / 2.0).min(MAX_EXTRAPOLATION)
+}
 
 /// The write rate a budget is judged on, and the window it came from.
 fn write_rate(ctx: &Ctx, s: &Series<Point>) -> Option<(f64, f64)> {
@@ -179,8 +188,8 @@ fn budgets(ctx: &Ctx) -> Vec<Finding> {
 
 /// The most urgent steady fill: over `min_duration`, 1 min, 10 min and
 /// 1 h, the windows in which used space rose through each third, projected
-/// at their rate (least squares) to `free`; the soonest projection that
-/// rests on at least 1/`MAX_EXTRAPOLATION` of its horizon wins. A recent
+/// at their rate (least squares) to `free`; the soonest projection within
+/// the window's `reach` wins. A recent
 /// runaway is not diluted by an hour of slow logging, and the short window
 /// speaks only about fills minutes away. Returns (rate, window, seconds).
 fn most_urgent_fill(s: &Series<FsPoint>, free: u64, min_duration: f64) -> Option<(f64, f64, f64)> {
@@ -199,7 +208,7 @@ fn most_urgent_fill(s: &Series<FsPoint>, free: u64, min_duration: f64) -> Option
             continue;
         };
         let secs = free as f64 / r;
-        if secs > MAX_EXTRAPOLATION * span {
+        if secs > reach(span) {
             continue;
         }
         if best.is_none_or(|b| secs < b.2) {
@@ -332,7 +341,7 @@ mod tests {
         assert!((rate - r).abs() / r < 0.01, "{rate} vs {r}");
         assert!(span >= 3500.0, "only the hour may speak of days: {span}");
         assert!((secs / DAY - 5.6).abs() < 0.2, "{}", secs / DAY);
-        // The same minute alone may not: 5.6 days is past 200 minutes.
+        // The same minute alone may not: 5.6 days is past its 30 minutes.
         let short = fs_series((0..=60).map(|i| (i as f64, (123e9 - r * i as f64) as u64)));
         assert!(most_urgent_fill(&short, free, 20.0).is_none());
     }
@@ -349,6 +358,18 @@ mod tests {
         let (rate, _, secs) = most_urgent_fill(&s, free, 20.0).unwrap();
         assert!((rate - 100e6).abs() / 100e6 < 0.05, "{rate}");
         assert!(secs < 6.0 * 3600.0, "{secs}");
+    }
+
+    #[test]
+    fn a_minute_long_burst_does_not_speak_about_hours() {
+        // A build writing 9.4 MB/s for a minute onto 79 GB free: 2.3 h at
+        // that rate, which one minute may not claim; a 4 MB/s fill of a small
+        // disk, 90 s from full, 20 s may.
+        let s = fs_series((0..=60).map(|i| (i as f64, (79e9 - 9.4e6 * i as f64) as u64)));
+        assert!(most_urgent_fill(&s, s.last().unwrap().free, 20.0).is_none());
+        let s = fs_series((0..=20).map(|i| (i as f64, (400e6 - 4e6 * i as f64) as u64)));
+        let (_, _, secs) = most_urgent_fill(&s, s.last().unwrap().free, 20.0).unwrap();
+        assert!((secs - 80.0).abs() < 1.0, "{secs}");
     }
 
     #[test]
