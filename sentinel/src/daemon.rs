@@ -84,7 +84,10 @@ pub fn run(s: &mut Sentinel, cfg: &Config, format: Format) -> Result<()> {
     let mut next = t0;
     while !STOP.load(Ordering::Relaxed) {
         next += cfg.daemon.interval;
-        if !sleep_until(next) {
+        // OOM events are drained between ticks too: which limit a kill hit
+        // is read from the memory cgroups, and a killed container's cgroup
+        // can be gone a moment later.
+        if !sleep_until(next, || ooms.poll(&mut resolver)) {
             break;
         }
         // A tick that ran long (a huge host, a stalled /proc read) is not
@@ -128,9 +131,9 @@ pub fn run(s: &mut Sentinel, cfg: &Config, format: Format) -> Result<()> {
     Ok(())
 }
 
-/// Sleeps in short steps so a signal ends the daemon promptly. False when
-/// told to stop.
-fn sleep_until(when: Instant) -> bool {
+/// Sleeps in short steps, running `between` after each, so a signal ends
+/// the daemon promptly. False when told to stop.
+fn sleep_until(when: Instant, mut between: impl FnMut()) -> bool {
     loop {
         if STOP.load(Ordering::Relaxed) {
             return false;
@@ -140,6 +143,7 @@ fn sleep_until(when: Instant) -> bool {
             return true;
         }
         std::thread::sleep((when - now).min(Duration::from_millis(100)));
+        between();
     }
 }
 

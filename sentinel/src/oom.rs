@@ -104,7 +104,7 @@ fn oom_kill(
         c => c,
     };
     let limit = cgroup::oom_limit_cgroup(before, after, victim_cgroup.as_deref());
-    let limit_cgroup = limit.and_then(|(_, l)| l);
+    let limit_cgroup = limit.clone().and_then(|(_, l)| l);
     OomKill {
         ts_unix_ms: unix_ms_of(e.ts_ns, now_mono),
         victim_pid: e.victim_pid,
@@ -114,10 +114,13 @@ fn oom_kill(
         trigger_pid: e.trigger_tgid,
         trigger_comm: cstr(&e.trigger_comm),
         trigger_cgroup: resolver.path(e.trigger_cgroup_id),
-        kind: if limit_cgroup.is_some() {
-            "cgroup"
-        } else {
-            "global"
+        // No memory cgroup's kill counter moved: the victim's cgroup was
+        // removed before it could be read (a container torn down at once),
+        // so which limit it hit cannot be told.
+        kind: match &limit {
+            Some((_, Some(_))) => "cgroup",
+            Some((_, None)) => "global",
+            None => "unknown",
         }
         .into(),
         limit_bytes: limit_cgroup

@@ -35,6 +35,10 @@ pub fn finding(ctx: &Ctx, k: &OomKill) -> Finding {
     let limit = match (&k.limit_cgroup, k.limit_bytes) {
         (Some(cg), Some(b)) => format!("the memory limit of {cg} ({})", human_bytes(b as f64)),
         (Some(cg), None) => format!("the memory limit of {cg}"),
+        _ if k.kind == "unknown" => {
+            "an OOM kill whose limit is unknown (its memory cgroup was gone before it could be read)"
+                .into()
+        }
         _ => "the host running out of memory".into(),
     };
     let growth = prof
