@@ -247,7 +247,13 @@ fn read_u64(p: &Path) -> Option<u64> {
 }
 
 fn keyed(p: &Path, key: &str) -> Option<u64> {
-    fs::read_to_string(p).ok()?.lines().find_map(|l| {
+    flat_key(&fs::read_to_string(p).ok()?, key)
+}
+
+/// A value of a flat-keyed cgroup file (`key value` lines), from its text:
+/// for reading several keys of one file with one read.
+fn flat_key(text: &str, key: &str) -> Option<u64> {
+    text.lines().find_map(|l| {
         let (k, v) = l.split_once(' ')?;
         (k == key).then(|| v.trim().parse().ok()).flatten()
     })
@@ -326,17 +332,7 @@ pub fn memory_bound(root: &Path, v1: bool, rel: &str, host_swap_free: u64) -> Op
 fn read_bound(dir: &Path, v1: bool, rel: &str) -> Option<MemBound> {
     let limit = read_mem_counters(dir, v1).limit?;
     let stat = fs::read_to_string(dir.join("memory.stat")).unwrap_or_default();
-    let key = |k: &str| {
-        stat.lines()
-            .find_map(|l| {
-                l.strip_prefix(k)?
-                    .strip_prefix(' ')?
-                    .trim()
-                    .parse::<u64>()
-                    .ok()
-            })
-            .unwrap_or(0)
-    };
+    let key = |k: &str| flat_key(&stat, k).unwrap_or(0);
     let (usage, cache, shmem, swap_room) = if v1 {
         let usage = read_u64(&dir.join("memory.usage_in_bytes"))?;
         // memsw counts memory and swap together; what it leaves beyond the
@@ -367,15 +363,7 @@ fn read_bound(dir: &Path, v1: bool, rel: &str) -> Option<MemBound> {
 /// (hierarchical: descendants included).
 pub fn anon_and_swap(dir: &Path, v1: bool) -> Option<u64> {
     let stat = fs::read_to_string(dir.join("memory.stat")).ok()?;
-    let key = |k: &str| {
-        stat.lines().find_map(|l| {
-            l.strip_prefix(k)?
-                .strip_prefix(' ')?
-                .trim()
-                .parse::<u64>()
-                .ok()
-        })
-    };
+    let key = |k: &str| flat_key(&stat, k);
     if v1 {
         Some(key("total_rss")? + key("total_swap").unwrap_or(0))
     } else {
