@@ -166,13 +166,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 Some(path) => config::load(path).map_err(|e| BadArgs(e.to_string()))?,
                 None => config::Config::default(),
             };
-            let mut s = match Sentinel::load() {
-                Ok(s) => s,
-                Err(LoadError::Privilege(p)) => {
-                    eprintln!("sentinel: {}", p.explain());
-                    return Ok(ExitCode::from(1));
-                }
-                Err(LoadError::Other(e)) => return Err(e),
+            let Some(mut s) = load()? else {
+                return Ok(ExitCode::from(1));
             };
             install_stop_handler();
             daemon::run(&mut s, &cfg, log_format)?;
@@ -204,13 +199,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 check_pid(Path::new("/proc"), pid)?;
             }
             let filter = Filter { pid, cgroup };
-            let mut s = match Sentinel::load() {
-                Ok(s) => s,
-                Err(LoadError::Privilege(p)) => {
-                    eprintln!("sentinel: {}", p.explain());
-                    return Ok(ExitCode::from(1));
-                }
-                Err(LoadError::Other(e)) => return Err(e),
+            let Some(mut s) = load()? else {
+                return Ok(ExitCode::from(1));
             };
             install_stop_handler();
             let report = snapshot::observe(&mut s, duration, &filter, || {
@@ -231,6 +221,19 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// Loads and attaches the probes. `None` when a privilege is missing, after
+/// saying which: exit 1, not an error with a backtrace of causes.
+fn load() -> Result<Option<Sentinel>> {
+    match Sentinel::load() {
+        Ok(s) => Ok(Some(s)),
+        Err(LoadError::Privilege(p)) => {
+            eprintln!("sentinel: {}", p.explain());
+            Ok(None)
+        }
+        Err(LoadError::Other(e)) => Err(e),
     }
 }
 
