@@ -15,6 +15,7 @@ use std::time::Duration;
 use serde::{Serialize, Serializer};
 use toml::{Table, Value};
 
+use crate::event::Severity;
 use crate::units;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -25,7 +26,18 @@ pub struct Config {
     pub writes: Writes,
     pub threads: Threads,
     pub thrashing: Thrashing,
+    pub log: Log,
+    pub metrics: Metrics,
+    pub api: Api,
+    pub spool: Spool,
+    /// `[[sink.webhook]]`, in file order.
+    #[serde(rename = "sink", serialize_with = "as_sink")]
+    pub webhooks: Vec<Webhook>,
 }
+
+/// Where the daemon reads its config when `--config` is not given. A
+/// missing file there means all defaults.
+pub const DEFAULT_PATH: &str = "/etc/sentinel/sentinel.toml";
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Daemon {
@@ -35,6 +47,17 @@ pub struct Daemon {
     /// How long a condition must stay clear before its event resolves.
     #[serde(serialize_with = "human_duration")]
     pub resolve_after: Duration,
+    /// While an incident stays open, a reminder fires after this long, and
+    /// after twice as long each time until `repeat_max`.
+    #[serde(serialize_with = "human_duration")]
+    pub repeat_after: Duration,
+    #[serde(serialize_with = "human_duration")]
+    pub repeat_max: Duration,
+    /// Spools (and, later, the flight recorder) live here.
+    pub state_dir: PathBuf,
+    /// `mlockall`, so that the daemon is never paged out when the host is
+    /// out of memory, which is when it matters.
+    pub lock_memory: bool,
 }
 
 impl Default for Daemon {
@@ -42,7 +65,164 @@ impl Default for Daemon {
         Self {
             interval: Duration::from_secs(1),
             resolve_after: Duration::from_secs(30),
+            repeat_after: Duration::from_secs(15 * 60),
+            repeat_max: Duration::from_secs(3600),
+            state_dir: PathBuf::from("/var/lib/sentinel"),
+            lock_memory: true,
         }
+    }
+}
+
+/// How events are written to stdout (the log sink, always on).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One JSON object per line.
+    Json,
+    /// One human line per event.
+    Text,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Log {
+    pub format: LogFormat,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Metrics {
+    /// None: no endpoint (`listen = ""`).
+    #[serde(serialize_with = "or_empty")]
+    pub listen: Option<std::net::SocketAddr>,
+    /// Per-process series only for this many processes by each signal.
+    pub top_processes: usize,
+    /// Cgroups younger than this are folded into `container="other"`.
+    #[serde(serialize_with = "human_duration")]
+    pub min_container_age: Duration,
+    /// Past this many containers, the smallest are folded into "other".
+    pub max_containers: usize,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            listen: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 9464))),
+            top_processes: 10,
+            min_container_age: Duration::from_secs(60),
+            max_containers: 200,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Api {
+    /// None: no local API (`socket = ""`).
+    #[serde(serialize_with = "or_empty")]
+    pub socket: Option<PathBuf>,
+    /// A group whose members may connect too (the socket becomes 0660).
+    #[serde(serialize_with = "or_empty")]
+    pub group: Option<String>,
+}
+
+impl Default for Api {
+    fn default() -> Self {
+        Self {
+            socket: Some(PathBuf::from("/run/sentinel/sentinel.sock")),
+            group: None,
+        }
+    }
+}
+
+/// Per webhook sink, under `<state_dir>/spool/<name>/`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Spool {
+    pub max_events: usize,
+    #[serde(serialize_with = "human_size")]
+    pub max_bytes: u64,
+}
+
+impl Default for Spool {
+    fn default() -> Self {
+        Self {
+            max_events: 10_000,
+            max_bytes: 64_000_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WebhookFormat {
+    /// The event object as documented.
+    Json,
+    /// Slack incoming-webhook payload (Mattermost and others accept it).
+    Slack,
+    /// Alertmanager API v2: a list of alerts POSTed to `/api/v2/alerts`.
+    Alertmanager,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Webhook {
+    /// Names the spool directory and the `sink` label of its metrics; the
+    /// URL never appears anywhere. Default `webhook1`, `webhook2`, ...
+    pub name: String,
+    /// From `url`, `url_env` or `url_file`.
+    pub url: Secret,
+    pub format: WebhookFormat,
+    /// Values from the file, or `{ env = "VAR" }`, or `{ file = "/path" }`.
+    pub headers: Vec<(String, Secret)>,
+    pub min_severity: crate::event::Severity,
+    #[serde(serialize_with = "human_duration")]
+    pub timeout: Duration,
+    /// Events past this rate are folded into one summary per minute.
+    pub max_per_minute: u32,
+}
+
+impl Default for Webhook {
+    /// Everything but the URL, which has no default.
+    fn default() -> Self {
+        Self {
+            name: String::new(),
+            url: Secret::new(""),
+            format: WebhookFormat::Json,
+            headers: Vec::new(),
+            min_severity: crate::event::Severity::Info,
+            timeout: Duration::from_secs(5),
+            max_per_minute: 30,
+        }
+    }
+}
+
+/// A value that must never be printed: `Debug` and `Serialize` show
+/// `<secret>`; only `expose` gives the text, for the request itself.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Secret {
+        Secret(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<secret>")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("<secret>")
     }
 }
 
@@ -147,6 +327,21 @@ fn human_duration<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> 
     s.serialize_str(&units::duration(*d))
 }
 
+/// As the file spells "none": an empty string.
+fn or_empty<T: Serialize, S: Serializer>(v: &Option<T>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(v) => v.serialize(s),
+        None => s.serialize_str(""),
+    }
+}
+
+fn as_sink<S: Serializer>(w: &[Webhook], s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut m = s.serialize_map(Some(1))?;
+    m.serialize_entry("webhook", w)?;
+    m.end()
+}
+
 fn human_size<S: Serializer>(b: &u64, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&units::size(*b))
 }
@@ -154,7 +349,17 @@ fn human_size<S: Serializer>(b: &u64, s: S) -> Result<S::Ok, S::Error> {
 /// Every section and its keys, for rejecting unknown names. `parse` reads
 /// exactly these; a test keeps the two in step.
 const SCHEMA: &[(&str, &[&str])] = &[
-    ("daemon", &["interval", "resolve_after"]),
+    (
+        "daemon",
+        &[
+            "interval",
+            "resolve_after",
+            "repeat_after",
+            "repeat_max",
+            "state_dir",
+            "lock_memory",
+        ],
+    ),
     (
         "memory",
         &["warn_horizon", "crit_horizon", "min_duration", "min_growth"],
@@ -174,6 +379,32 @@ const SCHEMA: &[(&str, &[&str])] = &[
         "thrashing",
         &["memory_pressure", "major_faults", "min_duration"],
     ),
+    ("log", &["format"]),
+    (
+        "metrics",
+        &[
+            "listen",
+            "top_processes",
+            "min_container_age",
+            "max_containers",
+        ],
+    ),
+    ("api", &["socket", "group"]),
+    ("spool", &["max_events", "max_bytes"]),
+    ("sink", &["webhook"]),
+];
+
+/// The keys of one `[[sink.webhook]]`.
+const WEBHOOK_KEYS: &[&str] = &[
+    "name",
+    "url",
+    "url_env",
+    "url_file",
+    "format",
+    "headers",
+    "min_severity",
+    "timeout",
+    "max_per_minute",
 ];
 
 const MIN_INTERVAL: Duration = Duration::from_millis(100);
@@ -264,6 +495,15 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         daemon: Daemon {
             interval: r.get("daemon", "interval", d.daemon.interval, duration),
             resolve_after: r.get("daemon", "resolve_after", d.daemon.resolve_after, duration),
+            repeat_after: r.get(
+                "daemon",
+                "repeat_after",
+                d.daemon.repeat_after,
+                positive_duration,
+            ),
+            repeat_max: r.get("daemon", "repeat_max", d.daemon.repeat_max, positive_duration),
+            state_dir: r.get("daemon", "state_dir", d.daemon.state_dir.clone(), abs_path),
+            lock_memory: r.get("daemon", "lock_memory", d.daemon.lock_memory, boolean),
         },
         memory: Memory {
             warn_horizon: r.get(
@@ -328,6 +568,58 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
                 duration,
             ),
         },
+        log: Log {
+            format: r.get("log", "format", d.log.format, |v| {
+                match string(v)?.as_str() {
+                    "text" => Ok(LogFormat::Text),
+                    "json" => Ok(LogFormat::Json),
+                    other => Err(format!("{other:?}: expected \"text\" or \"json\"")),
+                }
+            }),
+        },
+        metrics: Metrics {
+            listen: r.get("metrics", "listen", d.metrics.listen, |v| {
+                let s = string(v)?;
+                if s.is_empty() {
+                    return Ok(None);
+                }
+                s.parse().map(Some).map_err(|_| {
+                    format!("{s:?} is not an address (expected e.g. \"127.0.0.1:9464\", or \"\" for none)")
+                })
+            }),
+            top_processes: r.get("metrics", "top_processes", d.metrics.top_processes, |v| {
+                integer(v, 0, 1000).map(|n| n as usize)
+            }),
+            min_container_age: r.get(
+                "metrics",
+                "min_container_age",
+                d.metrics.min_container_age,
+                duration,
+            ),
+            max_containers: r.get("metrics", "max_containers", d.metrics.max_containers, |v| {
+                integer(v, 1, 100_000).map(|n| n as usize)
+            }),
+        },
+        api: Api {
+            socket: r.get("api", "socket", d.api.socket.clone(), |v| {
+                if string(v)?.is_empty() {
+                    Ok(None)
+                } else {
+                    abs_path(v).map(Some)
+                }
+            }),
+            group: r.get("api", "group", d.api.group.clone(), |v| {
+                let g = string(v)?;
+                Ok((!g.is_empty()).then_some(g))
+            }),
+        },
+        spool: Spool {
+            max_events: r.get("spool", "max_events", d.spool.max_events, |v| {
+                integer(v, 1, 10_000_000).map(|n| n as usize)
+            }),
+            max_bytes: r.get("spool", "max_bytes", d.spool.max_bytes, positive_size),
+        },
+        webhooks: r.webhooks(),
     };
     // Cross-field checks would judge a rejected value's default stand-in.
     if r.errors.is_empty() {
@@ -352,6 +644,24 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
                     "{} is too long: the detectors' 10 s windows need a sample at least every {}",
                     units::duration(config.daemon.interval),
                     units::duration(MAX_INTERVAL)
+                ),
+            );
+        }
+        let (after, max) = (config.daemon.repeat_after, config.daemon.repeat_max);
+        if after > max {
+            let key = if r.value("daemon", "repeat_after").is_some() {
+                "repeat_after"
+            } else {
+                "repeat_max"
+            };
+            r.fail(
+                "daemon",
+                Some(key),
+                At::Value,
+                format!(
+                    "repeat_after ({}) must not be longer than repeat_max ({})",
+                    units::duration(after),
+                    units::duration(max)
                 ),
             );
         }
@@ -391,16 +701,21 @@ struct Reader<'a> {
 impl<'a> Reader<'a> {
     fn fail(&mut self, section: &str, key: Option<&str>, at: At, reason: String) {
         let spot = locate(self.text, section, key).or_else(|| locate(self.text, section, None));
+        let key = match key {
+            Some(key) => format!("{section}.{key}"),
+            None => section.to_owned(),
+        };
+        self.push(spot, at, key, reason);
+    }
+
+    fn push(&mut self, spot: Option<Spot>, at: At, key: String, reason: String) {
         self.errors.push(ConfigError::Invalid {
             path: self.path.to_owned(),
             pos: spot.map(|s| match at {
                 At::Key => (s.line, s.key_col),
                 At::Value => (s.line, s.value_col),
             }),
-            key: Some(match key {
-                Some(key) => format!("{section}.{key}"),
-                None => section.to_owned(),
-            }),
+            key: Some(key),
             reason,
         });
     }
@@ -448,6 +763,192 @@ impl<'a> Reader<'a> {
                 default
             }
         }
+    }
+
+    /// Every `[[sink.webhook]]`. Secrets (`url_env`, `url_file`, header
+    /// values from `env`/`file`) are read here, so a missing one is a
+    /// config error at start or reload, not a delivery failure at 3 am;
+    /// errors name the variable or file, never the value.
+    fn webhooks(&mut self) -> Vec<Webhook> {
+        let Some(v) = self.value("sink", "webhook") else {
+            return Vec::new();
+        };
+        let Value::Array(items) = v else {
+            let reason = format!(
+                "must be written as [[sink.webhook]] tables, found {}",
+                describe(v)
+            );
+            self.fail("sink", Some("webhook"), At::Value, reason);
+            return Vec::new();
+        };
+        let mut out: Vec<Webhook> = Vec::new();
+        for (n, item) in items.iter().enumerate() {
+            let Value::Table(t) = item else {
+                let reason = format!("must be a table, found {}", describe(item));
+                self.fail("sink", Some("webhook"), At::Value, reason);
+                continue;
+            };
+            if let Some(w) = self.webhook(n, t) {
+                if out.iter().any(|o| o.name == w.name) {
+                    let reason = format!("{:?} is already the name of another webhook", w.name);
+                    self.fail_webhook(n, Some("name"), At::Value, reason);
+                }
+                out.push(w);
+            }
+        }
+        out
+    }
+
+    fn webhook(&mut self, n: usize, t: &'a Table) -> Option<Webhook> {
+        let mut ok = true;
+        for key in t.keys().filter(|k| !WEBHOOK_KEYS.contains(&k.as_str())) {
+            let reason = format!(
+                "unknown key (valid in [[sink.webhook]]: {})",
+                WEBHOOK_KEYS.join(", ")
+            );
+            self.fail_webhook(n, Some(key), At::Key, reason);
+            ok = false;
+        }
+        let mut get = |key: &str, parse: &dyn Fn(&Value) -> Result<(), String>| {
+            if let Some(v) = t.get(key)
+                && let Err(reason) = parse(v)
+            {
+                self.fail_webhook(n, Some(key), At::Value, reason);
+                ok = false;
+            }
+        };
+        let d = Webhook::default();
+        let name = t.get("name").and_then(|v| v.as_str()).map(str::to_owned);
+        get("name", &|v| {
+            let s = string(v)?;
+            if s.is_empty()
+                || !s
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+                || s.starts_with('.')
+            {
+                return Err(format!(
+                    "{s:?}: a name is letters, digits, '-', '_' and '.' (it names a directory)"
+                ));
+            }
+            Ok(())
+        });
+        let format = t.get("format").map(|v| match v.as_str() {
+            Some("json") => Ok(WebhookFormat::Json),
+            Some("slack") => Ok(WebhookFormat::Slack),
+            Some("alertmanager") => Ok(WebhookFormat::Alertmanager),
+            _ => Err(format!(
+                "{}: expected \"json\", \"slack\" or \"alertmanager\"",
+                describe(v)
+            )),
+        });
+        get("format", &|v| match v.as_str() {
+            Some("json" | "slack" | "alertmanager") => Ok(()),
+            _ => Err(format!(
+                "{}: expected \"json\", \"slack\" or \"alertmanager\"",
+                describe(v)
+            )),
+        });
+        get("min_severity", &|v| severity(v).map(|_| ()));
+        get("timeout", &|v| positive_duration(v).map(|_| ()));
+        get("max_per_minute", &|v| integer(v, 0, 1_000_000).map(|_| ()));
+
+        let sources: Vec<&str> = ["url", "url_env", "url_file"]
+            .into_iter()
+            .filter(|k| t.contains_key(*k))
+            .collect();
+        let url = match sources.as_slice() {
+            [key] => match secret(t, key) {
+                Ok(s) if s.expose().is_empty() => {
+                    let reason = "the URL is empty".to_string();
+                    self.fail_webhook(n, Some(key), At::Value, reason);
+                    None
+                }
+                Ok(s) => match url_problem(s.expose()) {
+                    None => Some(s),
+                    Some(reason) => {
+                        self.fail_webhook(n, Some(key), At::Value, reason);
+                        None
+                    }
+                },
+                Err(reason) => {
+                    self.fail_webhook(n, Some(key), At::Value, reason);
+                    None
+                }
+            },
+            [] => {
+                let reason = "a webhook needs one of url, url_env or url_file".to_string();
+                self.fail_webhook(n, None, At::Key, reason);
+                None
+            }
+            [_, second, ..] => {
+                let reason = format!(
+                    "give only one of url, url_env and url_file (found {})",
+                    sources.join(", ")
+                );
+                self.fail_webhook(n, Some(second), At::Key, reason);
+                None
+            }
+        };
+        let mut headers = Vec::new();
+        match t.get("headers") {
+            None => {}
+            Some(Value::Table(h)) => {
+                for (name, v) in h {
+                    match header_value(v) {
+                        Ok(s) => headers.push((name.clone(), s)),
+                        Err(reason) => {
+                            self.fail_webhook(
+                                n,
+                                Some(&format!("headers.{name}")),
+                                At::Value,
+                                reason,
+                            );
+                            ok = false;
+                        }
+                    }
+                }
+            }
+            Some(other) => {
+                let reason = format!(
+                    "expected a table such as {{ Authorization = \"Bearer ...\" }}, found {}",
+                    describe(other)
+                );
+                self.fail_webhook(n, Some("headers"), At::Value, reason);
+                ok = false;
+            }
+        }
+        let url = url?;
+        if !ok {
+            return None;
+        }
+        Some(Webhook {
+            name: name.unwrap_or_else(|| format!("webhook{}", n + 1)),
+            url,
+            format: format.and_then(Result::ok).unwrap_or(d.format),
+            headers,
+            min_severity: t
+                .get("min_severity")
+                .and_then(|v| severity(v).ok())
+                .unwrap_or(d.min_severity),
+            timeout: t
+                .get("timeout")
+                .and_then(|v| positive_duration(v).ok())
+                .unwrap_or(d.timeout),
+            max_per_minute: t
+                .get("max_per_minute")
+                .and_then(|v| integer(v, 0, 1_000_000).ok())
+                .map_or(d.max_per_minute, |n| n as u32),
+        })
+    }
+
+    fn fail_webhook(&mut self, n: usize, key: Option<&str>, at: At, reason: String) {
+        let spot = locate_webhook(self.text, n, key).or_else(|| locate_webhook(self.text, n, None));
+        let key = match key {
+            Some(key) => format!("sink.webhook[{}].{key}", n + 1),
+            None => format!("sink.webhook[{}]", n + 1),
+        };
+        self.push(spot, at, key, reason);
     }
 
     /// `short` must be shorter than `long`; blames the one the file sets,
@@ -524,6 +1025,128 @@ fn duration(v: &Value) -> Result<Duration, String> {
             describe(other)
         )),
     }
+}
+
+fn string(v: &Value) -> Result<String, String> {
+    match v {
+        Value::String(s) => Ok(s.clone()),
+        other => Err(format!("expected a string, found {}", describe(other))),
+    }
+}
+
+fn boolean(v: &Value) -> Result<bool, String> {
+    match v {
+        Value::Boolean(b) => Ok(*b),
+        other => Err(format!("expected true or false, found {}", describe(other))),
+    }
+}
+
+fn abs_path(v: &Value) -> Result<PathBuf, String> {
+    let s = string(v)?;
+    if !s.starts_with('/') {
+        return Err(format!("{s:?} must be an absolute path"));
+    }
+    Ok(PathBuf::from(s))
+}
+
+fn severity(v: &Value) -> Result<Severity, String> {
+    match v.as_str() {
+        Some("info") => Ok(Severity::Info),
+        Some("warning") => Ok(Severity::Warning),
+        Some("critical") => Ok(Severity::Critical),
+        _ => Err(format!(
+            "{}: expected \"info\", \"warning\" or \"critical\"",
+            describe(v)
+        )),
+    }
+}
+
+/// `url`, `url_env` or `url_file` of a webhook table. Never echoes the
+/// secret: a literal URL's problems are described without it.
+fn secret(t: &Table, key: &str) -> Result<Secret, String> {
+    let v = t.get(key).ok_or_else(|| format!("{key} is missing"))?;
+    let s = match v {
+        Value::String(s) => s,
+        other => return Err(format!("expected a string, found {}", kind_of(other))),
+    };
+    match key {
+        "url_env" => from_env(s),
+        "url_file" => from_file(s),
+        _ => Ok(Secret::new(s.trim())),
+    }
+}
+
+fn from_env(var: &str) -> Result<Secret, String> {
+    match std::env::var(var) {
+        Ok(s) => Ok(Secret::new(s.trim())),
+        Err(std::env::VarError::NotPresent) => {
+            Err(format!("environment variable {var} is not set"))
+        }
+        Err(std::env::VarError::NotUnicode(_)) => {
+            Err(format!("environment variable {var} is not UTF-8"))
+        }
+    }
+}
+
+fn from_file(path: &str) -> Result<Secret, String> {
+    if !path.starts_with('/') {
+        return Err(format!("{path:?} must be an absolute path"));
+    }
+    match std::fs::read(path) {
+        Ok(bytes) => String::from_utf8(bytes)
+            .map(|s| Secret::new(s.trim()))
+            .map_err(|_| format!("{path}: not UTF-8 text")),
+        Err(e) => Err(format!("cannot read {path}: {}", io_reason(&e))),
+    }
+}
+
+/// The OS reason without the path (which `io::Error` never holds anyway)
+/// and without Rust's `(os error N)` tail.
+fn io_reason(e: &std::io::Error) -> String {
+    let s = e.to_string();
+    match s.find(" (os error") {
+        Some(i) => s[..i].to_string(),
+        None => s,
+    }
+}
+
+/// A header value: a literal, or `{ env = "VAR" }`, or `{ file = "/path" }`.
+fn header_value(v: &Value) -> Result<Secret, String> {
+    match v {
+        Value::String(s) => Ok(Secret::new(s.clone())),
+        Value::Table(t) if t.len() == 1 => match t.iter().next() {
+            Some((k, Value::String(s))) if k == "env" => from_env(s),
+            Some((k, Value::String(s))) if k == "file" => from_file(s),
+            _ => Err("expected a string, { env = \"VAR\" } or { file = \"/path\" }".into()),
+        },
+        other => Err(format!(
+            "expected a string, {{ env = \"VAR\" }} or {{ file = \"/path\" }}, found {}",
+            kind_of(other)
+        )),
+    }
+}
+
+/// Like `describe` but never shows a string's content.
+fn kind_of(v: &Value) -> String {
+    match v {
+        Value::String(_) => "a string".into(),
+        other => describe(other),
+    }
+}
+
+/// What is wrong with a webhook URL, in words that do not repeat it.
+fn url_problem(url: &str) -> Option<String> {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"));
+    let Some(rest) = rest else {
+        return Some("the URL must start with http:// or https://".into());
+    };
+    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if host.is_empty() || host.chars().any(char::is_whitespace) {
+        return Some("the URL has no valid host".into());
+    }
+    None
 }
 
 fn positive_duration(v: &Value) -> Result<Duration, String> {
@@ -671,6 +1294,57 @@ fn locate(text: &str, section: &str, key: Option<&str>) -> Option<Spot> {
     None
 }
 
+/// Where the `n`-th `[[sink.webhook]]` (0-based) or its `key` is written.
+/// Keys are found at the start of a line, or as `key.` for a dotted
+/// `headers.X = …`; headers written as an inline table point at their line.
+fn locate_webhook(text: &str, n: usize, key: Option<&str>) -> Option<Spot> {
+    let mut seen = 0;
+    let mut inside = false;
+    for (i, line) in text.lines().enumerate() {
+        let start = line.len() - line.trim_start().len();
+        let body = &line[start..];
+        let col = |byte: usize| line[..byte].chars().count() + 1;
+        if body.starts_with('[') {
+            let is_webhook = body.starts_with("[[")
+                && split_key(body.trim_start_matches('[').split(']').next().unwrap_or(""))
+                    == ["sink", "webhook"];
+            inside = false;
+            if is_webhook {
+                seen += 1;
+                if seen == n + 1 {
+                    if key.is_none() {
+                        return Some(Spot {
+                            line: i + 1,
+                            key_col: col(start),
+                            value_col: col(start),
+                        });
+                    }
+                    inside = true;
+                }
+            }
+            continue;
+        }
+        let (Some(key), true) = (key, inside) else {
+            continue;
+        };
+        let top = key.split('.').next().unwrap_or(key);
+        let Some(eq) = find_unquoted(body, '=') else {
+            continue;
+        };
+        let path = split_key(&body[..eq]);
+        if path.first().map(String::as_str) == Some(top) {
+            let after = &body[eq + 1..];
+            let value_at = start + eq + 1 + (after.len() - after.trim_start().len());
+            return Some(Spot {
+                line: i + 1,
+                key_col: col(start),
+                value_col: col(value_at),
+            });
+        }
+    }
+    None
+}
+
 fn has_prefix(path: &[String], prefix: &[&str]) -> bool {
     path.len() >= prefix.len() && path.iter().zip(prefix).all(|(a, b)| a == b)
 }
@@ -790,6 +1464,23 @@ max_threads = 500
 memory_pressure = "25%"
 major_faults = 1000
 min_duration = "1m30s"
+
+[log]
+format = "json"
+
+[metrics]
+listen = "[::1]:9100"
+top_processes = 5
+min_container_age = "2m"
+max_containers = 50
+
+[api]
+socket = "/run/s.sock"
+group = "adm"
+
+[spool]
+max_events = 100
+max_bytes = "1MB"
 "#;
 
     #[test]
@@ -824,6 +1515,7 @@ min_duration = "1m30s"
             daemon: Daemon {
                 interval: Duration::from_millis(500),
                 resolve_after: Duration::from_secs(60),
+                ..Daemon::default()
             },
             memory: Memory {
                 warn_horizon: Duration::from_secs(1800),
@@ -847,6 +1539,24 @@ min_duration = "1m30s"
                 major_faults: 1000,
                 min_duration: Duration::from_secs(90),
             },
+            log: Log {
+                format: LogFormat::Json,
+            },
+            metrics: Metrics {
+                listen: Some("[::1]:9100".parse().unwrap()),
+                top_processes: 5,
+                min_container_age: Duration::from_secs(120),
+                max_containers: 50,
+            },
+            api: Api {
+                socket: Some("/run/s.sock".into()),
+                group: Some("adm".into()),
+            },
+            spool: Spool {
+                max_events: 100,
+                max_bytes: 1_000_000,
+            },
+            webhooks: Vec::new(),
         };
         assert_eq!(c, want);
     }
@@ -899,7 +1609,7 @@ min_duration = "1m30s"
         // read) must list the same keys.
         let sections = json.as_object().unwrap();
         assert_eq!(sections.len(), SCHEMA.len());
-        for (section, keys) in SCHEMA {
+        for (section, keys) in SCHEMA.iter().filter(|(s, _)| *s != "sink") {
             let mut have: Vec<&str> = sections[*section]
                 .as_object()
                 .unwrap()
@@ -917,6 +1627,9 @@ min_duration = "1m30s"
         let json = serde_json::to_value(&c).unwrap();
         let mut text = String::new();
         for (section, keys) in json.as_object().unwrap() {
+            if section == "sink" {
+                continue;
+            }
             text.push_str(&format!("[{section}]\n"));
             for (key, value) in keys.as_object().unwrap() {
                 text.push_str(&format!("{key} = {value}\n"));
@@ -1208,5 +1921,142 @@ min_duration = "1m30s"
         );
         assert_eq!(split_key(r#"a."b.c" . d"#), ["a", "b.c", "d"]);
         assert_eq!(find_unquoted(r#""k=\"=" = 1"#, '='), Some(8));
+    }
+
+    #[test]
+    fn webhooks() {
+        let dir = tempfile::tempdir().unwrap();
+        let url_file = dir.path().join("url");
+        std::fs::write(&url_file, "https://hooks.example/T0KEN\n").unwrap();
+        // SAFETY: tests in this module do not read this variable elsewhere.
+        unsafe { std::env::set_var("SENTINEL_TEST_HDR", "s3cret") };
+        let text = format!(
+            "[[sink.webhook]]\nurl = \"http://127.0.0.1:9/x\"\n\n\
+             [[sink.webhook]]\nname = \"chat\"\nurl_file = \"{}\"\nformat = \"slack\"\n\
+             min_severity = \"warning\"\ntimeout = \"2s\"\nmax_per_minute = 0\n\
+             headers = {{ X-A = \"plain\", X-B = {{ env = \"SENTINEL_TEST_HDR\" }} }}\n",
+            url_file.display()
+        );
+        let c = parse_str(&text).unwrap();
+        assert_eq!(c.webhooks.len(), 2);
+        let (a, b) = (&c.webhooks[0], &c.webhooks[1]);
+        assert_eq!(a.name, "webhook1");
+        assert_eq!(a.url.expose(), "http://127.0.0.1:9/x");
+        assert_eq!(a.format, WebhookFormat::Json);
+        assert_eq!((a.timeout, a.max_per_minute), (Duration::from_secs(5), 30));
+        assert_eq!(b.name, "chat");
+        assert_eq!(b.url.expose(), "https://hooks.example/T0KEN");
+        assert_eq!(b.format, WebhookFormat::Slack);
+        assert_eq!(b.min_severity, Severity::Warning);
+        assert_eq!((b.timeout, b.max_per_minute), (Duration::from_secs(2), 0));
+        let headers: Vec<(&str, &str)> = b
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.expose()))
+            .collect();
+        assert_eq!(headers, [("X-A", "plain"), ("X-B", "s3cret")]);
+        // Nothing that prints a config shows a secret.
+        let shown = format!("{c:?} {}", serde_json::to_string(&c).unwrap());
+        assert!(
+            !shown.contains("T0KEN") && !shown.contains("s3cret"),
+            "{shown}"
+        );
+        assert!(!shown.contains("127.0.0.1:9/x"), "{shown}");
+    }
+
+    #[test]
+    fn webhook_errors() {
+        let case = |text: &str, line: usize, key: &str, has: &str| {
+            let e = parse_str(text).unwrap_err();
+            let msg = e.to_string();
+            assert_eq!(e.line(), Some(line), "{msg}");
+            assert_eq!(e.key(), Some(key), "{msg}");
+            assert!(msg.contains(has), "{msg}");
+            assert!(!msg.contains("T0KEN"), "a secret leaked: {msg}");
+        };
+        let two = "[[sink.webhook]]\nurl = \"http://a/\"\n[[sink.webhook]]\n";
+        case(two, 3, "sink.webhook[2]", "needs one of url");
+        case(
+            &format!("{two}url = \"ftp://T0KEN@a/\"\n"),
+            4,
+            "sink.webhook[2].url",
+            "http:// or https://",
+        );
+        case(
+            &format!("{two}url = \"http://a/\"\nurl_env = \"X\"\n"),
+            5,
+            "sink.webhook[2].url_env",
+            "only one of",
+        );
+        case(
+            &format!("{two}url_file = \"/nonexistent/url\"\n"),
+            4,
+            "sink.webhook[2].url_file",
+            "cannot read /nonexistent/",
+        );
+        case(
+            &format!("{two}url_env = \"SENTINEL_TEST_UNSET_VAR\"\n"),
+            4,
+            "sink.webhook[2].url_env",
+            "SENTINEL_TEST_UNSET_VAR is not set",
+        );
+        case(
+            &format!("{two}url = \"http://b/\"\nformat = \"teams\"\n"),
+            5,
+            "sink.webhook[2].format",
+            "alertmanager",
+        );
+        case(
+            &format!("{two}url = \"http://b/\"\nretries = 3\n"),
+            5,
+            "sink.webhook[2].retries",
+            "unknown key",
+        );
+        case(
+            &format!("{two}url = \"http://b/\"\nname = \"webhook1\"\n"),
+            5,
+            "sink.webhook[2].name",
+            "already the name",
+        );
+        case(
+            &format!("{two}url = \"http://b/\"\nname = \"../etc\"\n"),
+            5,
+            "sink.webhook[2].name",
+            "names a directory",
+        );
+        case(
+            &format!(
+                "{two}url = \"http://b/\"\nheaders = {{ A = {{ file = \"/nonexistent\" }} }}\n"
+            ),
+            5,
+            "sink.webhook[2].headers.A",
+            "cannot read /nonexistent",
+        );
+        case(
+            "[sink]\nwebhook = 3\n",
+            2,
+            "sink.webhook",
+            "[[sink.webhook]]",
+        );
+        case(
+            "[daemon]\nrepeat_after = \"2h\"\n",
+            2,
+            "daemon.repeat_after",
+            "must not be longer than repeat_max",
+        );
+        case(
+            "[metrics]\nlisten = \"localhost\"\n",
+            2,
+            "metrics.listen",
+            "not an address",
+        );
+        case(
+            "[api]\nsocket = \"run/s\"\n",
+            2,
+            "api.socket",
+            "absolute path",
+        );
+        let off = parse_str("[metrics]\nlisten = \"\"\n[api]\nsocket = \"\"\n").unwrap();
+        assert_eq!((off.metrics.listen, off.api.socket), (None, None));
     }
 }

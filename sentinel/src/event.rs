@@ -9,9 +9,9 @@ use std::{
     time::{SystemTime, UNIX_EPOCH},
 };
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Kind {
     MemoryBloat,
@@ -37,7 +37,7 @@ impl Kind {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     Info,
@@ -45,11 +45,30 @@ pub enum Severity {
     Critical,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+impl Severity {
+    pub fn name(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum State {
     Firing,
     Resolved,
+}
+
+impl State {
+    pub fn name(self) -> &'static str {
+        match self {
+            State::Firing => "firing",
+            State::Resolved => "resolved",
+        }
+    }
 }
 
 /// What an event is about. Processes are named by pid *and* start time, so
@@ -74,7 +93,7 @@ impl SubjectKey {
 }
 
 /// The people-facing names of a subject.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Names {
     pub pid: Option<u32>,
     pub comm: Option<String>,
@@ -82,7 +101,8 @@ pub struct Names {
     pub container: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// Serialized to stdout, sinks and the API; read back from the spool.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Event {
     pub id: String,
     pub incident: String,
@@ -91,7 +111,8 @@ pub struct Event {
     pub kind: Kind,
     pub severity: Severity,
     pub state: State,
-    pub subject: &'static str,
+    /// process, container, filesystem or host.
+    pub subject: String,
     #[serde(flatten)]
     pub names: Names,
     pub summary: String,
@@ -163,6 +184,59 @@ pub fn rfc3339(unix_ms: u64) -> String {
     )
 }
 
+/// The inverse of [`rfc3339`], for `--since`: `2026-11-23T13:40:00Z`,
+/// with optional fractional seconds and a `Z` or `±HH:MM` offset; a space
+/// may stand for the `T`. Unix milliseconds.
+pub fn parse_rfc3339(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let num = |t: &str| -> Option<i64> {
+        (!t.is_empty() && t.bytes().all(|b| b.is_ascii_digit())).then(|| t.parse().ok())?
+    };
+    let (date, time) = s.split_once(['T', 't', ' '])?;
+    let mut d = date.split('-');
+    let (y, m, day) = (num(d.next()?)?, num(d.next()?)?, num(d.next()?)?);
+    if d.next().is_some() || !(1..=12).contains(&m) || !(1..=31).contains(&day) {
+        return None;
+    }
+    let (clock, offset_s) = if let Some(c) = time.strip_suffix(['Z', 'z']) {
+        (c, 0)
+    } else {
+        let at = time.rfind(['+', '-'])?;
+        let (h, mm) = time[at + 1..].split_once(':')?;
+        let off = num(h)? * 3600 + num(mm)? * 60;
+        (
+            &time[..at],
+            if &time[at..at + 1] == "-" { -off } else { off },
+        )
+    };
+    let (hms, frac) = clock.split_once('.').unwrap_or((clock, ""));
+    let mut t = hms.split(':');
+    let (hh, mi, ss) = (num(t.next()?)?, num(t.next()?)?, num(t.next()?)?);
+    if t.next().is_some() || hh > 23 || mi > 59 || ss > 60 {
+        return None;
+    }
+    let ms = if frac.is_empty() {
+        0
+    } else {
+        num(frac)?;
+        format!("{frac:0<3}")[..3].parse::<i64>().ok()?
+    };
+    let days = days_from_civil(y, m as u32, day as u32);
+    let secs = days * 86_400 + hh * 3600 + mi * 60 + ss - offset_s;
+    u64::try_from(secs * 1000 + ms).ok()
+}
+
+/// Howard Hinnant's `days_from_civil`, the inverse of `civil_from_days`.
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = (m as i64 + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d as i64 - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 /// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's
 /// algorithm: eras of 400 years starting in March).
 fn civil_from_days(z: i64) -> (i64, u32, u32) {
@@ -223,6 +297,30 @@ mod tests {
         assert_eq!(rfc3339(951_782_400_007), "2000-02-29T00:00:00.007Z");
         assert_eq!(rfc3339(1_795_441_200_123), "2026-11-23T13:40:00.123Z");
         assert_eq!(rfc3339(4_107_542_399_999), "2100-02-28T23:59:59.999Z");
+    }
+
+    #[test]
+    fn rfc3339_parses_back() {
+        for ms in [0, 951_782_400_007, 1_795_441_200_123, 4_107_542_399_999] {
+            assert_eq!(parse_rfc3339(&rfc3339(ms)), Some(ms));
+        }
+        assert_eq!(
+            parse_rfc3339("2026-11-23T14:40:00+01:00"),
+            parse_rfc3339("2026-11-23T13:40:00Z")
+        );
+        assert_eq!(
+            parse_rfc3339("2026-11-23 13:40:00.5Z"),
+            Some(1_795_441_200_500)
+        );
+        for bad in [
+            "",
+            "2026-11-23",
+            "2026-13-01T00:00:00Z",
+            "2026-11-23T13:40Z",
+            "yesterday",
+        ] {
+            assert_eq!(parse_rfc3339(bad), None, "{bad}");
+        }
     }
 
     #[test]

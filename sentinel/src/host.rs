@@ -371,6 +371,11 @@ pub fn written_filesystems(proc_root: &Path, pid: u32, mounts: &Filesystems) -> 
         return Vec::new();
     };
     let mut counts: HashMap<u32, usize> = HashMap::new();
+    // Mount ids are per mount object, and each mount namespace has its own
+    // copies: under systemd's sandboxing (ProtectSystem=, a private mount
+    // namespace) or in a container, the writer's ids are not in our
+    // mountinfo. Its own mountinfo names them, read once if needed.
+    let mut theirs: Option<Vec<Mount>> = None;
     for fd in fds.flatten() {
         // readlink, never stat: stat follows the link into the file's
         // filesystem, and on a hung NFS or FUSE mount it never returns.
@@ -388,11 +393,24 @@ pub fn written_filesystems(proc_root: &Path, pid: u32, mounts: &Filesystems) -> 
         if !opened_for_writing(&info) {
             continue;
         }
-        let dev = info
+        let Some(id) = info
             .lines()
             .find_map(|l| l.strip_prefix("mnt_id:"))
-            .and_then(|v| v.trim().parse().ok())
-            .and_then(|id| mounts.dev_of_mount(id));
+            .and_then(|v| v.trim().parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let dev = mounts.dev_of_mount(id).or_else(|| {
+            theirs
+                .get_or_insert_with(|| {
+                    fs::read_to_string(proc.join("mountinfo"))
+                        .map(|t| t.lines().filter_map(parse_mount_line).collect())
+                        .unwrap_or_default()
+                })
+                .iter()
+                .find(|m| m.id == id)
+                .map(|m| m.dev)
+        });
         if let Some(dev) = dev {
             *counts.entry(dev).or_default() += 1;
         }
@@ -411,8 +429,15 @@ fn opened_for_writing(fdinfo: &str) -> bool {
         .is_some_and(|f| matches!(f & libc::O_ACCMODE, libc::O_WRONLY | libc::O_RDWR))
 }
 
-/// gethostname(2), then /proc/sys/kernel/hostname, then "localhost".
+/// `SENTINEL_HOST` (a DaemonSet passes the node's name, which a pod's
+/// own hostname is not), else gethostname(2), then
+/// /proc/sys/kernel/hostname, then "localhost".
 pub fn hostname() -> String {
+    if let Ok(h) = std::env::var("SENTINEL_HOST")
+        && !h.trim().is_empty()
+    {
+        return h.trim().to_string();
+    }
     let mut buf = [0u8; 256];
     // SAFETY: the length passed is the buffer's; the kernel NUL-terminates
     // names shorter than it, and a longer one is cut at the first NUL below.
@@ -600,6 +625,32 @@ Hugepagesize:       2048 kB
         let st = statfs(root).unwrap();
         assert!(st.size > 0);
         assert!(!hostname().is_empty());
+    }
+
+    /// A writer in another mount namespace: its fdinfo's mount id is not
+    /// in our mountinfo but in its own, which names the device.
+    #[test]
+    fn written_filesystems_of_another_mount_namespace() {
+        let root = tempfile::tempdir().unwrap();
+        let proc = root.path().join("42");
+        std::fs::create_dir_all(proc.join("fd")).unwrap();
+        std::fs::create_dir_all(proc.join("fdinfo")).unwrap();
+        std::os::unix::fs::symlink("/data/out.bin", proc.join("fd/3")).unwrap();
+        std::fs::write(
+            proc.join("fdinfo/3"),
+            "pos:\t0\nflags:\t0100001\nmnt_id:\t977\n",
+        )
+        .unwrap();
+        std::fs::write(
+            proc.join("mountinfo"),
+            "970 960 254:0 / / rw - ext4 /dev/vda rw\n977 970 254:16 / /data rw - ext4 /dev/vdb rw\n",
+        )
+        .unwrap();
+        let ours = Filesystems::parse(
+            "27 1 254:0 / / rw - ext4 /dev/vda rw\n28 27 254:16 / /data rw - ext4 /dev/vdb rw\n",
+        );
+        let vdb = mkdev(254, 16).unwrap();
+        assert_eq!(written_filesystems(root.path(), 42, &ours), [(vdb, 1)]);
     }
 
     #[test]

@@ -30,6 +30,9 @@ pub struct Open {
     /// Daemon seconds when it first fired and when it was last seen true.
     pub since: f64,
     pub last_true: f64,
+    /// Reminders sent so far, and when the next is due (daemon seconds).
+    pub repeats: u32,
+    pub next_repeat: f64,
 }
 
 pub struct Incidents {
@@ -39,6 +42,10 @@ pub struct Incidents {
     /// another's (pids and daemon clocks restart).
     boot_id: String,
     resolve_after: f64,
+    /// Reminder gaps while an incident stays open: the first, and the cap
+    /// the doubling grows to.
+    repeat_after: f64,
+    repeat_max: f64,
 }
 
 impl Incidents {
@@ -51,11 +58,26 @@ impl Incidents {
             host,
             boot_id,
             resolve_after,
+            repeat_after: f64::INFINITY,
+            repeat_max: f64::INFINITY,
         }
     }
 
     pub fn set_resolve_after(&mut self, secs: f64) {
         self.resolve_after = secs;
+    }
+
+    /// A condition that keeps firing is repeated after `after` seconds,
+    /// then after twice that, and so on up to every `max` seconds: a person
+    /// who missed the first alert hears again, and a hopeless condition
+    /// does not page every minute.
+    pub fn set_repeat(&mut self, after: f64, max: f64) {
+        self.repeat_after = after;
+        self.repeat_max = max.max(after);
+    }
+
+    fn repeat_gap(&self, n: u32) -> f64 {
+        (self.repeat_after * 2f64.powi(n.min(30) as i32)).min(self.repeat_max)
     }
 
     /// A point event such as an OOM kill: it fires once and has nothing to
@@ -83,6 +105,8 @@ impl Incidents {
                 current.insert(k, f);
             }
         }
+        let gaps = |n: u32| self.repeat_gap(n);
+        let gaps: Vec<f64> = (0..=31).map(gaps).collect();
         for (k, f) in current {
             match self.open.get_mut(&k) {
                 Some(o) => {
@@ -98,6 +122,23 @@ impl Incidents {
                         let o = &self.open[&k];
                         let id = derived_id(&o.incident, "firing", o.finding.severity);
                         out.push(self.event(id, &o.incident, &o.finding, State::Firing, now_ms));
+                    } else if t >= o.next_repeat {
+                        o.repeats += 1;
+                        let n = o.repeats;
+                        o.next_repeat = t + gaps[n.min(31) as usize];
+                        let o = &self.open[&k];
+                        let id =
+                            derived_id(&o.incident, &format!("repeat-{n}"), o.finding.severity);
+                        let mut e = self.event(id, &o.incident, &o.finding, State::Firing, now_ms);
+                        e.summary = format!(
+                            "Still firing after {}: {}",
+                            human_duration(t - o.since),
+                            o.finding.summary
+                        );
+                        if let Value::Object(m) = &mut e.evidence {
+                            m.insert("repeat".into(), json!(n));
+                        }
+                        out.push(e);
                     }
                 }
                 None => {
@@ -111,6 +152,8 @@ impl Incidents {
                             finding: f,
                             since: t,
                             last_true: t,
+                            repeats: 0,
+                            next_repeat: t + self.repeat_gap(0),
                         },
                     );
                 }
@@ -161,7 +204,7 @@ impl Incidents {
             kind: f.kind,
             severity: f.severity,
             state,
-            subject: f.key.kind(),
+            subject: f.key.kind().to_string(),
             names: f.names.clone(),
             summary: f.summary.clone(),
             evidence: f.evidence.clone(),
@@ -277,5 +320,29 @@ mod tests {
         let e = inc.instant(f, 1000);
         assert_eq!(e.state, State::Firing);
         assert_eq!(inc.open().count(), 0);
+    }
+
+    #[test]
+    fn a_condition_that_keeps_firing_is_repeated_with_growing_gaps() {
+        let mut inc = Incidents::new("h".into(), 30.0);
+        inc.set_repeat(900.0, 3600.0);
+        let alive = |_: &SubjectKey| true;
+        let mut at = Vec::new();
+        let mut ids = std::collections::HashSet::new();
+        let mut incident = None;
+        for t in 0..=(4 * 3600) {
+            for e in inc.step(t as f64, vec![finding(Severity::Warning)], alive) {
+                assert_eq!(e.state, State::Firing);
+                assert!(ids.insert(e.id.clone()), "each repeat has its own id");
+                assert_eq!(incident.get_or_insert(e.incident.clone()), &e.incident);
+                if t > 0 {
+                    assert!(e.summary.starts_with("Still firing after"), "{}", e.summary);
+                    assert_eq!(e.evidence["repeat"], at.len());
+                }
+                at.push(t);
+            }
+        }
+        // 15 min, then 30, then every hour.
+        assert_eq!(at, [0, 900, 2700, 6300, 9900, 13500]);
     }
 }

@@ -5,7 +5,9 @@
 //! maps, `snapshot.rs` turns two samples into a `report::Report`.
 //! `daemon.rs` runs the loop: samples feed `profile.rs` (sliding windows per
 //! process and container), `detect/` judges them, and `event.rs` is what
-//! leaves. The CLI lives in `main.rs`.
+//! leaves: through `sink/` (log, webhooks with their spools), `metrics/`
+//! (Prometheus) and `api.rs` (the local socket). The CLI lives in `main.rs`.
+pub mod api;
 pub mod btf;
 pub mod cgroup;
 pub mod check;
@@ -18,6 +20,7 @@ pub mod event;
 pub mod host;
 pub mod incident;
 pub mod loader;
+pub mod metrics;
 pub mod oom;
 pub mod privileges;
 pub mod probes;
@@ -25,6 +28,7 @@ pub mod procfs;
 pub mod profile;
 pub mod render;
 pub mod report;
+pub mod sink;
 pub mod snapshot;
 pub mod symbolize;
 pub mod tracefs;

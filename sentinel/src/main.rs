@@ -7,9 +7,11 @@ use std::{io::Write, path::Path, process::ExitCode, sync::atomic::Ordering, time
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use sentinel::{
+    api,
     cgroup::{Mounts, Resolver},
     check, config, daemon,
     loader::{LoadError, Sentinel},
+    privileges::Privileges,
     procfs, render,
     snapshot::{self, Filter},
     units,
@@ -40,13 +42,41 @@ enum Cmd {
     /// Watch the host: run probes, profiles and detectors, and write an
     /// event to stdout whenever a condition fires or resolves.
     Daemon {
-        /// TOML configuration (thresholds per detector); defaults without it.
+        /// TOML configuration [default: /etc/sentinel/sentinel.toml if it
+        /// exists, else built-in defaults].
         #[arg(long, value_name = "FILE")]
         config: Option<std::path::PathBuf>,
         /// json: one event object per line and nothing else on stdout;
         /// text: one readable line per event. Diagnostics go to stderr.
-        #[arg(long, value_enum, default_value = "text")]
-        log_format: daemon::Format,
+        /// Overrides [log] format.
+        #[arg(long, value_enum)]
+        log_format: Option<config::LogFormat>,
+        /// Validate the configuration (secrets included) and exit: 0 when
+        /// it is good, 2 with file, line and key when not.
+        #[arg(long)]
+        check_config: bool,
+    },
+    /// Print the running daemon's recent events, and with --follow the new
+    /// ones as they happen.
+    Events {
+        /// Only events at or after this: a duration ago (10m, 2h) or a time
+        /// (2026-11-23T03:12:00Z).
+        #[arg(long)]
+        since: Option<String>,
+        /// Keep printing new events until interrupted.
+        #[arg(long, short)]
+        follow: bool,
+        /// One JSON object per line, as the daemon's json log.
+        #[arg(long)]
+        json: bool,
+        /// The daemon's API socket.
+        #[arg(
+            long,
+            value_name = "PATH",
+            default_value = "/run/sentinel/sentinel.sock",
+            env = "SENTINEL_SOCKET"
+        )]
+        socket: std::path::PathBuf,
     },
     /// Attach, observe for a while, and print what the kernel saw.
     Snapshot {
@@ -122,7 +152,10 @@ fn log_filter(spec: &str) -> Result<tracing_subscriber::EnvFilter, String> {
             return Err(bad());
         }
     }
-    tracing_subscriber::EnvFilter::try_new(spec).map_err(|e| format!("{}: {e}", bad()))
+    // The HTTP client's own trace logs include request paths, where webhook
+    // tokens live: they never show, whatever the level asked for.
+    let spec = format!("{spec},ureq=warn,ureq_proto=warn,rustls=warn");
+    tracing_subscriber::EnvFilter::try_new(&spec).map_err(|e| format!("{}: {e}", bad()))
 }
 
 /// `--pid` must name a live process by its tgid. `/proc/TID` exists for
@@ -159,18 +192,65 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 ExitCode::from(1)
             })
         }
-        Cmd::Daemon { config, log_format } => {
+        Cmd::Daemon {
+            config,
+            log_format,
+            check_config,
+        } => {
             // The config is checked before anything is loaded: a typo should
             // fail at once, not after the probes attach.
-            let cfg = match &config {
-                Some(path) => config::load(path).map_err(|e| BadArgs(e.to_string()))?,
-                None => config::Config::default(),
-            };
+            let source = daemon::Source::resolve(config, log_format);
+            let cfg = source.load().map_err(|e| BadArgs(e.to_string()))?;
+            if check_config {
+                println!("sentinel: configuration ok: {}", source.describe());
+                return Ok(ExitCode::SUCCESS);
+            }
+            let privs = Privileges::current();
+            if !privs.ok {
+                eprintln!("sentinel: {}", privs.explain());
+                return Ok(ExitCode::from(1));
+            }
+            // Ports, sockets and spool directories before the probes: a
+            // port in use should not cost a probe load.
+            let services = daemon::Services::start(&cfg)?;
             let Some(mut s) = load()? else {
                 return Ok(ExitCode::from(1));
             };
             install_stop_handler();
-            daemon::run(&mut s, &cfg, log_format)?;
+            daemon::run(&mut s, &source, cfg, services)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Events {
+            since,
+            follow,
+            json,
+            socket,
+        } => {
+            let since_ms = match since.as_deref() {
+                None => 0,
+                Some(s) => parse_since(s).map_err(BadArgs)?,
+            };
+            install_stop_handler();
+            let req = serde_json::json!({"cmd": "events", "since_ms": since_ms, "follow": follow});
+            let mut out = std::io::stdout().lock();
+            let written = api::client::request(&socket, &req, |line| {
+                let text = if json {
+                    line.to_string()
+                } else {
+                    match serde_json::from_str::<sentinel::event::Event>(line) {
+                        Ok(e) => e.to_string(),
+                        // A note such as {"lost":N} from a follower that fell behind.
+                        Err(_) => line.to_string(),
+                    }
+                };
+                match writeln!(out, "{text}").and_then(|_| out.flush()) {
+                    Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+                    r => r
+                        .map(|_| !snapshot::STOP.load(Ordering::Relaxed))
+                        .context("writing to stdout"),
+                }
+            });
+            written?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Snapshot {
@@ -224,6 +304,19 @@ fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
+/// `--since`: a duration ago, or an RFC 3339 time.
+fn parse_since(s: &str) -> Result<u64, String> {
+    if let Some(ms) = sentinel::event::parse_rfc3339(s) {
+        return Ok(ms);
+    }
+    match units::parse_duration(s) {
+        Ok(d) => Ok(sentinel::event::unix_ms_now().saturating_sub(d.as_millis() as u64)),
+        Err(_) => Err(format!(
+            "--since {s:?}: expected a duration ago (10m, 2h) or a time (2026-11-23T03:12:00Z)"
+        )),
+    }
+}
+
 /// Loads and attaches the probes. `None` when a privilege is missing, after
 /// saying which: exit 1, not an error with a backtrace of causes.
 fn load() -> Result<Option<Sentinel>> {
@@ -245,16 +338,22 @@ fn humantime(d: Duration) -> String {
     }
 }
 
-extern "C" fn on_signal(_: libc::c_int) {
-    snapshot::STOP.store(true, Ordering::Relaxed);
+extern "C" fn on_signal(sig: libc::c_int) {
+    if sig == libc::SIGHUP {
+        daemon::RELOAD.store(true, Ordering::Relaxed);
+    } else {
+        snapshot::STOP.store(true, Ordering::Relaxed);
+    }
 }
 
-/// SIGINT/SIGTERM end the window early and still print the report.
+/// SIGINT/SIGTERM end the window (or the daemon) early, and the report
+/// still prints; SIGHUP has the daemon read its config again.
 fn install_stop_handler() {
     // SAFETY: the handler only stores to an atomic, which is signal-safe.
     unsafe {
-        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
-        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+        for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            libc::signal(sig, on_signal as *const () as libc::sighandler_t);
+        }
     }
 }
 

@@ -21,14 +21,7 @@ impl Privileges {
     pub fn current() -> Privileges {
         // SAFETY: geteuid has no preconditions.
         let euid = unsafe { libc::geteuid() };
-        let eff = fs::read_to_string("/proc/self/status")
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find_map(|l| l.strip_prefix("CapEff:").map(|v| v.trim().to_string()))
-            })
-            .and_then(|v| u64::from_str_radix(&v, 16).ok())
-            .unwrap_or(0);
+        let eff = cap_eff();
         // Asked of the filesystem rather than derived from the caps: a
         // tracefs mounted with a `gid=` or `mode=` may be readable anyway.
         Self::from_caps(euid, eff).with_tracefs_denied(crate::tracefs::access_denied())
@@ -73,13 +66,97 @@ impl Privileges {
         } else {
             (String::new(), "CAP_BPF and CAP_PERFMON")
         };
+        let how = if self.euid == 0 {
+            // Root without them: a systemd CapabilityBoundingSet= or a
+            // container's capability list took them away.
+            format!(
+                "running as root but without {}: add it to the unit's CapabilityBoundingSet=/\
+                 AmbientCapabilities= or the container's capabilities",
+                self.missing.join(" and ")
+            )
+        } else {
+            format!(
+                "run as root, e.g. `sudo sentinel ...`, or grant {grant}; running as uid {}",
+                self.euid
+            )
+        };
         format!(
-            "missing privilege: {}{why} (run as root, e.g. `sudo sentinel ...`, or grant {grant}; \
-             running as uid {})",
-            self.missing.join(" and "),
-            self.euid
+            "missing privilege: {}{why} ({how})",
+            self.missing.join(" and ")
         )
     }
+}
+
+const CAP_DAC_READ_SEARCH: u32 = 2;
+const CAP_IPC_LOCK: u32 = 14;
+const CAP_SYS_PTRACE: u32 = 19;
+const CAP_CHECKPOINT_RESTORE: u32 = 40;
+
+/// The capabilities sentinel runs without but detects less without, each
+/// with what is lost: for the daemon to say once at start, since nothing
+/// fails loudly later. Empty as root with full capabilities.
+pub fn limits() -> Vec<String> {
+    limits_of(cap_eff(), memlock_unlimited())
+}
+
+fn limits_of(cap_eff: u64, memlock_unlimited: bool) -> Vec<String> {
+    let has = |c: u32| cap_eff & (1u64 << c) != 0;
+    let mut out = Vec::new();
+    if !has(CAP_SYS_PTRACE) {
+        out.push(
+            "CAP_SYS_PTRACE: other users' /proc/PID/syscall, fdinfo and root are unreadable: \
+             waits that began before sentinel are not seen, writers' filesystems are not named"
+                .to_string(),
+        );
+    }
+    if !has(CAP_DAC_READ_SEARCH) && !has(CAP_SYS_PTRACE) {
+        out.push("CAP_DAC_READ_SEARCH: other users' /proc/PID/fd is unreadable".to_string());
+    }
+    if !has(CAP_CHECKPOINT_RESTORE) && !has(CAP_SYS_ADMIN) {
+        out.push(
+            "CAP_CHECKPOINT_RESTORE: /proc/PID/map_files is closed: stacks in libraries \
+             replaced since their process started stay addresses"
+                .to_string(),
+        );
+    }
+    if !has(CAP_IPC_LOCK) && !memlock_unlimited {
+        out.push(
+            "CAP_IPC_LOCK (or LimitMEMLOCK=infinity): memory is not locked, so the daemon can \
+             be paged out when the host runs out of memory"
+                .to_string(),
+        );
+    }
+    out
+}
+
+/// Whether RLIMIT_MEMLOCK allows locking everything the daemon maps.
+pub fn memlock_unlimited() -> bool {
+    let mut rl = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: valid out-pointer.
+    let ok = unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut rl) } == 0;
+    ok && rl.rlim_cur == libc::RLIM_INFINITY
+}
+
+/// Whether this process may lock all its memory: an unlimited
+/// RLIMIT_MEMLOCK or CAP_IPC_LOCK. `mlockall(MCL_FUTURE)` under a finite
+/// limit would make later allocations fail instead.
+pub fn can_lock_all() -> bool {
+    memlock_unlimited() || cap_eff() & (1 << CAP_IPC_LOCK) != 0
+}
+
+/// This process's effective capabilities, from /proc/self/status.
+fn cap_eff() -> u64 {
+    fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:").map(|v| v.trim().to_string()))
+        })
+        .and_then(|v| u64::from_str_radix(&v, 16).ok())
+        .unwrap_or(0)
 }
 
 /// The kernel lockdown mode (`none`, `integrity`, `confidentiality`).
@@ -158,5 +235,29 @@ mod tests {
                 .with_tracefs_denied(false)
                 .ok
         );
+    }
+
+    #[test]
+    fn limits_name_what_is_lost() {
+        assert!(limits_of(u64::MAX, false).is_empty());
+        let all_but = |c: u32| !(1u64 << c);
+        let named = |v: Vec<String>| {
+            v.iter()
+                .map(|l| l.split(':').next().unwrap_or("").to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            named(limits_of(all_but(CAP_SYS_PTRACE), true)),
+            ["CAP_SYS_PTRACE"]
+        );
+        assert_eq!(
+            named(limits_of(all_but(CAP_IPC_LOCK), false)),
+            ["CAP_IPC_LOCK (or LimitMEMLOCK=infinity)"]
+        );
+        assert!(limits_of(all_but(CAP_IPC_LOCK), true).is_empty());
+        // SYS_ADMIN opens map_files too.
+        assert!(limits_of(all_but(CAP_CHECKPOINT_RESTORE), true).is_empty());
+        let bare = (1u64 << CAP_BPF) | (1u64 << CAP_PERFMON);
+        assert_eq!(limits_of(bare, false).len(), 4);
     }
 }

@@ -117,6 +117,29 @@ impl BoundedLog {
     }
 }
 
+/// Tests run side by side, so each daemon gets its own state directory
+/// and API socket under its scratch dir, and no metrics endpoint, unless the
+/// test's config sets them.
+fn isolated(config_toml: &str, dir: &Path) -> Result<String> {
+    let mut root: toml::Table = config_toml
+        .parse()
+        .with_context(|| format!("the test's config is not TOML:\n{config_toml}"))?;
+    let mut set = |section: &str, key: &str, value: toml::Value| -> Result<()> {
+        let t = root
+            .entry(section)
+            .or_insert_with(|| toml::Value::Table(Default::default()))
+            .as_table_mut()
+            .with_context(|| format!("[{section}] in the test's config is not a table"))?;
+        t.entry(key).or_insert(value);
+        Ok(())
+    };
+    let path = |name: &str| toml::Value::String(dir.join(name).to_string_lossy().into_owned());
+    set("daemon", "state_dir", path("state"))?;
+    set("api", "socket", path("api.sock"))?;
+    set("metrics", "listen", toml::Value::String(String::new()))?;
+    Ok(root.to_string())
+}
+
 impl Daemon {
     /// Writes `config_toml` to a scratch file and starts
     /// `sentinel daemon --config <file> --log-format json`; returns once the
@@ -128,9 +151,22 @@ impl Daemon {
     /// As [`Daemon::start`], with extra environment for sentinel (its
     /// test-only switches, `SENTINEL_LOG`).
     pub fn start_env(config_toml: &str, env: &[(&str, &str)]) -> Result<Self> {
+        Self::start_with_prefix(config_toml, env, &[])
+    }
+
+    /// As [`Daemon::start_env`], run through `prefix`: the command is
+    /// `prefix... sentinel daemon --config ...` (for example `setpriv` with
+    /// a capability set). The prefix must exec sentinel in place, so that
+    /// [`Daemon::pid`] and the signals are the daemon's.
+    pub fn start_with_prefix(
+        config_toml: &str,
+        env: &[(&str, &str)],
+        prefix: &[&str],
+    ) -> Result<Self> {
         let bin = sentinel_bin()?;
         let dir = ScratchDir::new_in(&std::env::temp_dir(), "daemon")?;
         let config_path = dir.path().join("sentinel.toml");
+        let config_toml = isolated(config_toml, dir.path())?;
         std::fs::write(&config_path, config_toml)
             .with_context(|| format!("writing {}", config_path.display()))?;
         let args: Vec<String> = vec![
@@ -141,9 +177,24 @@ impl Daemon {
             "json".into(),
         ];
         let env_words: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v} ")).collect();
-        let command = format!("{}{} {}", env_words.concat(), bin.display(), args.join(" "));
+        let prefix_words: Vec<String> = prefix.iter().map(|w| format!("{w} ")).collect();
+        let command = format!(
+            "{}{}{} {}",
+            env_words.concat(),
+            prefix_words.concat(),
+            bin.display(),
+            args.join(" ")
+        );
         let started = Instant::now();
-        let mut child = Command::new(&bin)
+        let mut cmd = match prefix.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(&bin);
+                c
+            }
+            None => Command::new(&bin),
+        };
+        let mut child = cmd
             .args(&args)
             .envs(env.iter().copied())
             .stdin(Stdio::null())
@@ -230,6 +281,12 @@ impl Daemon {
         &self.config_path
     }
 
+    /// The daemon's scratch dir: its config, and its default `state/` and
+    /// `api.sock` (see [`isolated`]).
+    pub fn dir(&self) -> &Path {
+        self._dir.path()
+    }
+
     /// Every event so far, in arrival order.
     pub fn events(&self) -> Vec<Event> {
         self.shared.state.lock().unwrap().events.clone()
@@ -238,6 +295,88 @@ impl Daemon {
     /// The stderr kept so far (head and tail).
     pub fn stderr(&self) -> String {
         self.shared.state.lock().unwrap().stderr.render()
+    }
+
+    /// Sends `sig` to the daemon, unless it has already exited.
+    pub fn send_signal(&self, sig: libc::c_int) -> Result<()> {
+        if self.try_wait()?.is_some() {
+            bail!("cannot send signal {sig}: the daemon has already exited");
+        }
+        let pid = self.pid() as libc::pid_t;
+        // SAFETY: plain syscall on our own, not yet reaped, child.
+        if unsafe { libc::kill(pid, sig) } != 0 {
+            return Err(std::io::Error::last_os_error())
+                .with_context(|| format!("kill({pid}, {sig})"));
+        }
+        Ok(())
+    }
+
+    /// SIGKILL, then waits for the exit and for stdout to close (so
+    /// [`Daemon::events`] holds everything it printed).
+    pub fn kill9(&self) -> Result<ExitStatus> {
+        self.send_signal(libc::SIGKILL)?;
+        let status = self.wait_exited(Duration::from_secs(10))?;
+        self.wait_stdout_closed(Duration::from_secs(5))?;
+        Ok(status)
+    }
+
+    /// The exit status, when the daemon has exited (does not wait).
+    pub fn exit_status(&self) -> Result<Option<ExitStatus>> {
+        self.try_wait()
+    }
+
+    /// Waits up to `timeout` for the daemon to exit (after a signal the test
+    /// sent); fails with the daemon's stderr when it does not.
+    pub fn wait_exited(&self, timeout: Duration) -> Result<ExitStatus> {
+        self.wait_exit(timeout)
+            .map_err(|e| self.failure(&format!("waiting for the daemon to exit: {e:#}")))
+    }
+
+    /// Waits up to `timeout` for the daemon's stdout to close.
+    pub fn wait_stdout_closed(&self, timeout: Duration) -> Result<()> {
+        let st = self.shared.state.lock().unwrap();
+        let (st, _) = self
+            .shared
+            .changed
+            .wait_timeout_while(st, timeout, |s| !s.stdout_closed)
+            .unwrap();
+        if !st.stdout_closed {
+            drop(st);
+            return Err(self.failure(&format!("stdout still open after {timeout:?}")));
+        }
+        Ok(())
+    }
+
+    /// Rewrites the daemon's config file with `config_toml`, given the same
+    /// per-daemon state dir, API socket and metrics defaults as at start
+    /// (for SIGHUP tests; write [`Daemon::config_path`] directly for a file
+    /// that is not even TOML).
+    pub fn write_config(&self, config_toml: &str) -> Result<()> {
+        let text = isolated(config_toml, self.dir())?;
+        std::fs::write(&self.config_path, text)
+            .with_context(|| format!("writing {}", self.config_path.display()))
+    }
+
+    /// Polls the kept stderr every 50 ms until `pred` holds; returns it.
+    pub fn wait_stderr(
+        &self,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> Result<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let s = self.stderr();
+            if pred(&s) {
+                return Ok(s);
+            }
+            if Instant::now() >= deadline {
+                return Err(self.failure(&format!(
+                    "timed out after {timeout:?} waiting for {what} on stderr"
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Waits up to `timeout` for an event matching `pred`, searching every
@@ -528,6 +667,24 @@ fn check_incident(ids: &HashMap<String, Kind>, e: Event) -> Result<Event> {
             e.incident
         ),
     }
+}
+
+/// As [`run_daemon_expect_exit`], with extra environment and a timeout.
+pub fn run_daemon_expect_exit_env(
+    args: &[&str],
+    env: &[(&str, &str)],
+    timeout: Duration,
+) -> Result<CheckOutput> {
+    let bin = sentinel_bin()?;
+    run_sentinel_timeout(&bin, "daemon", args, timeout, |cmd| {
+        cmd.envs(env.iter().copied());
+    })
+    .with_context(|| {
+        format!(
+            "`sentinel daemon {}` was expected to exit by itself",
+            args.join(" ")
+        )
+    })
 }
 
 /// Runs `sentinel daemon <args>` expecting it to exit on its own (bad

@@ -24,10 +24,13 @@
 //! Tests return `anyhow::Result<()>`; a test that cannot run calls [`skip!`],
 //! which prints a `SKIP` line past libtest's output capture and returns.
 
+pub mod alertmanager;
 pub mod cgroup;
 pub mod daemon;
 pub mod event;
 pub mod programs;
+pub mod prometheus;
+pub mod receiver;
 pub mod report;
 pub mod sentinel;
 pub mod workload;

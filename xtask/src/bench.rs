@@ -1,6 +1,7 @@
 //! `cargo xtask bench`: what sentinel's probes cost the workloads they
 //! watch, next to bpftrace doing comparable work, then what `sentinel
-//! daemon` itself costs to run, idle and on a host with many processes.
+//! daemon` itself costs to run: idle, on a host with many processes, and
+//! during a page-fault storm.
 //!
 //! The machines are noisy, so configurations are interleaved round by round
 //! (their order rotating) and medians are reported, never a single run.
@@ -94,7 +95,8 @@ impl Setup {
 pub enum Part {
     /// Probe overhead on the loadgen microbenchmarks.
     Micro,
-    /// `sentinel daemon`'s own CPU and memory, idle and on a busy host.
+    /// `sentinel daemon`'s own CPU and memory: idle, on a busy host and
+    /// during a page-fault storm.
     Daemon,
 }
 
@@ -642,9 +644,12 @@ fn print_raw(samples: &Samples) {
 // Scenario A runs the daemon on the host as it is. Scenario B adds `loadgen
 // procs`: N processes that each fault a few pages a second, so the kernel
 // has an entry for every one and each tick the daemon reads all their maps
-// and /proc entries. The load's own CPU, measured in the same run without
-// the daemon (half before it starts, half after it stops, so a drift
-// shows in neither), is the baseline the daemon's CPU is set against.
+// and /proc entries. Scenario C adds `loadgen storm` instead: one process
+// faulting fresh pages as fast as it can (the `faults` microbenchmark run
+// as a load), the worst case for the fault probes and for RSS tracking. In
+// B and C the load's own CPU and fault rate, measured in the same run
+// without the daemon (half before it starts, half after it stops, so a
+// drift shows in neither), are the baseline the daemon is set against.
 
 /// The interval the bench configures, written to a config file so a change
 /// of the default does not silently change what a tick is.
@@ -661,31 +666,83 @@ const DAEMON_MIN_WINDOW: f64 = 30.0;
 const LOAD_SETTLE: Duration = Duration::from_secs(2);
 /// What each `loadgen procs` child does a second (loadgen's PROCS_PAGES).
 const LOAD_FAULTS_PER_SEC: u32 = 4;
+/// The region `loadgen storm` maps, faults in and unmaps (loadgen's
+/// FAULT_REGION): the most it holds at once.
+const STORM_REGION_MIB: u32 = 64;
 /// RSS is sampled this often during a window.
 const SAMPLE_EVERY: Duration = Duration::from_secs(1);
+/// `sun_path` holds 108 bytes, the terminating NUL included.
+const MAX_SOCKET_PATH: usize = 107;
+
+/// The daemon's config: the bench's tick, and everything a production
+/// daemon (or another run) could hold kept under the scratch directory.
+/// Metrics listen on an ephemeral loopback port, so the endpoint runs and
+/// the page is rendered every tick as in production, without colliding.
+fn write_daemon_config(scratch: &Path) -> Result<PathBuf> {
+    let config = scratch.join("daemon.toml");
+    let socket = scratch.join("api/sentinel.sock");
+    if socket.as_os_str().len() > MAX_SOCKET_PATH {
+        bail!(
+            "the daemon's API socket {} would be longer than a Unix socket path can be \
+             ({MAX_SOCKET_PATH} bytes); use a shorter target directory",
+            socket.display()
+        );
+    }
+    let text = format!(
+        "[daemon]\ninterval = \"{}ms\"\nstate_dir = {}\n\n[api]\nsocket = {}\n\n\
+         [metrics]\nlisten = \"127.0.0.1:0\"\n",
+        DAEMON_INTERVAL.as_millis(),
+        toml_string(&scratch.join("state"))?,
+        toml_string(&socket)?,
+    );
+    std::fs::write(&config, text).with_context(|| format!("writing {}", config.display()))?;
+    Ok(config)
+}
+
+/// `path` as a TOML basic string.
+fn toml_string(path: &Path) -> Result<String> {
+    let s = path
+        .to_str()
+        .with_context(|| format!("{} is not UTF-8", path.display()))?;
+    if s.chars().any(char::is_control) {
+        bail!("{s:?} contains control characters");
+    }
+    Ok(format!(
+        "\"{}\"",
+        s.replace('\\', "\\\\").replace('"', "\\\"")
+    ))
+}
+
+/// One scenario's results: the daemon's window and, with a load, the load's
+/// windows without the daemon.
+struct Scenario {
+    name: String,
+    daemon: Window,
+    load: Option<(LoadKind, Vec<Window>)>,
+}
 
 fn daemon_cost(env: &Env, opts: &Options) -> Result<()> {
     warn_other_tracers();
     let window = (opts.rounds as f64 * opts.seconds).max(DAEMON_MIN_WINDOW);
     let slices = opts.rounds;
-    let config = env.scratch.join("daemon.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[daemon]\ninterval = \"{}ms\"\n",
-            DAEMON_INTERVAL.as_millis()
-        ),
-    )
-    .with_context(|| format!("writing {}", config.display()))?;
+    let config = write_daemon_config(&env.scratch)?;
     let tck = clock_ticks()?;
+    let page_kib = page_kib()?;
     eprintln!(
         "bench: daemon cost: {window:.0}s per measurement ({slices} slices) after {}s warm-up; \
-         idle host, then {} processes without, with and again without the daemon: \
-         about {:.0}s plus attach time",
+         idle host, then {} processes, then a page-fault storm, each without, with and again \
+         without the daemon: about {:.0}s plus attach time",
         DAEMON_WARMUP.as_secs(),
         opts.procs,
-        3.0 * window + 2.0 * DAEMON_WARMUP.as_secs_f64() + LOAD_SETTLE.as_secs_f64()
+        5.0 * window + 3.0 * DAEMON_WARMUP.as_secs_f64() + 2.0 * LOAD_SETTLE.as_secs_f64()
     );
+    let mut check = Command::new(&env.sentinel);
+    check
+        .args(["daemon", "--config"])
+        .arg(&config)
+        .arg("--check-config")
+        .stdout(Stdio::null());
+    cmd::run(&mut check)?;
 
     let mut shown_log = false;
     let mut start_daemon = || -> Result<Tracer> {
@@ -717,57 +774,105 @@ fn daemon_cost(env: &Env, opts: &Options) -> Result<()> {
     let mut daemon = start_daemon()?;
     let idle = measure_window(Some(&mut daemon), None, window, slices, tck, env.verbose)?;
     daemon.stop()?;
+    let mut scenarios = vec![Scenario {
+        name: "idle host".into(),
+        daemon: idle,
+        load: None,
+    }];
 
-    // B: N more processes, without, with, and again without the daemon.
-    eprintln!("bench: daemon cost, busy host ({} processes)", opts.procs);
-    let mut load = Load::start(env, opts.procs, 3.0 * window)?;
-    let half = (slices / 2).max(1);
-    let before = measure_window(None, Some(&mut load), window / 2.0, half, tck, env.verbose)?;
-    let mut daemon = start_daemon()?;
-    let busy = measure_window(
-        Some(&mut daemon),
-        Some(&mut load),
-        window,
-        slices,
-        tck,
-        env.verbose,
-    )?;
-    daemon.stop()?;
-    let after = measure_window(None, Some(&mut load), window / 2.0, half, tck, env.verbose)?;
-    load.stop()?;
+    // B and C: a load, without, with, and again without the daemon.
+    for kind in [LoadKind::Procs(opts.procs), LoadKind::Storm] {
+        eprintln!("bench: daemon cost, {}", kind.name());
+        let mut load = Load::start(env, kind, 3.0 * window)?;
+        let half = (slices / 2).max(1);
+        let before = measure_window(None, Some(&mut load), window / 2.0, half, tck, env.verbose)?;
+        let mut daemon = start_daemon()?;
+        let with = measure_window(
+            Some(&mut daemon),
+            Some(&mut load),
+            window,
+            slices,
+            tck,
+            env.verbose,
+        )?;
+        daemon.stop()?;
+        let after = measure_window(None, Some(&mut load), window / 2.0, half, tck, env.verbose)?;
+        if kind == LoadKind::Storm {
+            let hwm = status_kib(load.tracer.pid(), "VmHWM")?;
+            eprintln!("bench: the storm's peak RSS (VmHWM): {:.1} MiB", mib(hwm));
+        }
+        load.stop()?;
+        scenarios.push(Scenario {
+            name: kind.name(),
+            daemon: with,
+            load: Some((kind, vec![before, after])),
+        });
+    }
 
-    print_daemon_table(opts, window, &idle, &busy, &[before, after]);
+    print_daemon_table(opts, window, page_kib, &scenarios);
     Ok(())
 }
 
-/// `loadgen procs` and the pids of its processes (itself and its children).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum LoadKind {
+    /// `loadgen procs`: this many processes, each faulting a few pages a
+    /// second.
+    Procs(usize),
+    /// `loadgen storm`: one process faulting fresh pages as fast as it can.
+    Storm,
+}
+
+impl LoadKind {
+    fn name(self) -> String {
+        match self {
+            LoadKind::Procs(n) => format!("busy host (+{n} procs)"),
+            LoadKind::Storm => "page-fault storm".into(),
+        }
+    }
+}
+
+/// A `loadgen` load and the pids of its processes (its children, then
+/// itself).
 struct Load {
     tracer: Tracer,
     pids: Vec<u32>,
+    /// Children that must stay alive throughout.
+    children: usize,
 }
 
 impl Load {
-    fn start(env: &Env, procs: usize, run_for: f64) -> Result<Load> {
+    fn start(env: &Env, kind: LoadKind, run_for: f64) -> Result<Load> {
         let mut c = Command::new(&env.loadgen);
         // --seconds is only a backstop: we stop it with SIGTERM.
         let backstop = run_for + 2.0 * (READY_TIMEOUT.as_secs_f64() + DAEMON_WARMUP.as_secs_f64());
-        c.args(["procs", "--procs"])
-            .arg(procs.to_string())
-            .arg("--seconds")
-            .arg(format!("{backstop:.0}"));
-        let tracer = Tracer::start("loadgen", c, "procs ready", LOAD_SETTLE)?;
+        let (marker, children) = match kind {
+            LoadKind::Procs(n) => {
+                c.args(["procs", "--procs"]).arg(n.to_string());
+                ("procs ready", n)
+            }
+            LoadKind::Storm => {
+                c.arg("storm");
+                ("storm ready", 0)
+            }
+        };
+        c.arg("--seconds").arg(format!("{backstop:.0}"));
+        let tracer = Tracer::start("loadgen", c, marker, LOAD_SETTLE)?;
         let mut load = Load {
             tracer,
             pids: Vec::new(),
+            children,
         };
-        load.pids = load.check_children(procs)?;
+        load.pids = load.check_children()?;
         load.pids.push(load.tracer.pid());
         Ok(load)
     }
 
-    /// The children's pids, failing unless all `procs` are alive.
-    fn check_children(&mut self, procs: usize) -> Result<Vec<u32>> {
+    /// The children's pids, failing unless all of them are alive.
+    fn check_children(&mut self) -> Result<Vec<u32>> {
         self.tracer.ensure_alive()?;
+        if self.children == 0 {
+            return Ok(Vec::new());
+        }
         let parent = self.tracer.pid();
         let children = children_of(parent)?;
         let live: Vec<u32> = children
@@ -775,10 +880,11 @@ impl Load {
             .filter(|(_, state)| *state != 'Z' && *state != 'X')
             .map(|(pid, _)| *pid)
             .collect();
-        if live.len() != procs {
+        if live.len() != self.children {
             bail!(
-                "loadgen (pid {parent}) has {} live children, expected {procs}",
-                live.len()
+                "loadgen (pid {parent}) has {} live children, expected {}",
+                live.len(),
+                self.children
             );
         }
         Ok(live)
@@ -792,6 +898,17 @@ impl Load {
         for &pid in &self.pids {
             total += schedstat_secs(pid)
                 .with_context(|| format!("a loadgen process (pid {pid}) is gone"))?;
+        }
+        Ok(total)
+    }
+
+    /// Minor faults of all its processes so far (minflt of /proc/PID/stat).
+    fn faults(&self) -> Result<f64> {
+        let mut total = 0.0;
+        for &pid in &self.pids {
+            total += stat_u64(pid, 7)
+                .with_context(|| format!("a loadgen process (pid {pid}) is gone"))?
+                as f64;
         }
         Ok(total)
     }
@@ -811,6 +928,10 @@ struct Window {
     daemon_slices: Vec<f64>,
     load_cpu: f64,
     load_slices: Vec<f64>,
+    /// The load's minor faults over the window.
+    load_faults: f64,
+    /// Its fault rate per slice, faults/s.
+    load_fault_slices: Vec<f64>,
     /// VmRSS samples, KiB.
     rss: Vec<u64>,
     /// VmHWM at the end, KiB.
@@ -827,6 +948,21 @@ impl Window {
 
     fn load_pct(&self) -> f64 {
         self.load_cpu / self.wall * 100.0
+    }
+
+    fn load_fault_rate(&self) -> f64 {
+        self.load_faults / self.wall
+    }
+
+    fn rss_avg(&self) -> f64 {
+        if self.rss.is_empty() {
+            return 0.0;
+        }
+        mib(self.rss.iter().sum::<u64>()) / self.rss.len() as f64
+    }
+
+    fn rss_max(&self) -> f64 {
+        mib(self.rss.iter().copied().max().unwrap_or(0))
     }
 }
 
@@ -846,17 +982,17 @@ fn measure_window(
             None => Ok(0.0),
         }
     };
-    let load_cpu = |l: &Option<&mut Load>| -> Result<f64> {
+    let load_cpu = |l: &Option<&mut Load>| -> Result<(f64, f64)> {
         match l {
-            Some(l) => l.cpu(),
-            None => Ok(0.0),
+            Some(l) => Ok((l.cpu()?, l.faults()?)),
+            None => Ok((0.0, 0.0)),
         }
     };
     let mut w = Window::default();
     let events0 = daemon.as_ref().map_or(0, |d| d.stdout_lines());
     let t0 = Instant::now();
-    let (d0, l0) = (daemon_cpu(&daemon)?, load_cpu(&load)?);
-    let (mut t_prev, mut d_prev, mut l_prev) = (0.0, d0, l0);
+    let (d0, (l0, f0)) = (daemon_cpu(&daemon)?, load_cpu(&load)?);
+    let (mut t_prev, mut d_prev, mut l_prev, mut f_prev) = (0.0, d0, l0, f0);
     for slice in 1..=slices {
         let end = window * slice as f64 / slices as f64;
         loop {
@@ -873,32 +1009,38 @@ fn measure_window(
                 l.tracer.ensure_alive()?;
             }
         }
-        let (d, l) = (daemon_cpu(&daemon)?, load_cpu(&load)?);
+        let (d, (l, f)) = (daemon_cpu(&daemon)?, load_cpu(&load)?);
         let t = t0.elapsed().as_secs_f64();
-        w.daemon_slices.push((d - d_prev) / (t - t_prev) * 100.0);
-        w.load_slices.push((l - l_prev) / (t - t_prev) * 100.0);
+        let dt = t - t_prev;
+        w.daemon_slices.push((d - d_prev) / dt * 100.0);
+        w.load_slices.push((l - l_prev) / dt * 100.0);
+        w.load_fault_slices.push((f - f_prev) / dt);
         if verbose {
-            let mut line = format!("  slice {slice}/{slices}: {:.1}s", t - t_prev);
+            let mut line = format!("  slice {slice}/{slices}: {dt:.1}s");
             if daemon.is_some() {
-                line += &format!(" daemon {:.2}%", (d - d_prev) / (t - t_prev) * 100.0);
+                line += &format!(" daemon {:.2}%", (d - d_prev) / dt * 100.0);
             }
             if load.is_some() {
-                line += &format!(" load {:.2}%", (l - l_prev) / (t - t_prev) * 100.0);
+                line += &format!(
+                    " load {:.2}% {:.0} faults/s",
+                    (l - l_prev) / dt * 100.0,
+                    (f - f_prev) / dt
+                );
             }
             eprintln!("{line}");
         }
-        (t_prev, d_prev, l_prev) = (t, d, l);
+        (t_prev, d_prev, l_prev, f_prev) = (t, d, l, f);
     }
     w.wall = t_prev;
     w.daemon_cpu = d_prev - d0;
     w.load_cpu = l_prev - l0;
+    w.load_faults = f_prev - f0;
     if let Some(d) = daemon.as_ref() {
         w.hwm = status_kib(d.pid(), "VmHWM")?;
         w.events = d.stdout_lines() - events0;
     }
     if let Some(l) = load.as_mut() {
-        let procs = l.pids.len() - 1;
-        l.check_children(procs)?;
+        l.check_children()?;
     }
     w.host_procs = host_procs()?;
     Ok(w)
@@ -913,6 +1055,15 @@ fn clock_ticks() -> Result<f64> {
     Ok(t as f64)
 }
 
+fn page_kib() -> Result<f64> {
+    // SAFETY: sysconf has no preconditions.
+    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if p <= 0 {
+        bail!("sysconf(_SC_PAGESIZE) failed");
+    }
+    Ok(p as f64 / 1024.0)
+}
+
 /// The fields of /proc/PID/stat after the command (which may hold spaces
 /// and parentheses): field 3 (state) is [0], utime (14) is [11].
 fn stat_fields(pid: u32) -> Result<Vec<String>> {
@@ -925,16 +1076,23 @@ fn stat_fields(pid: u32) -> Result<Vec<String>> {
     Ok(rest.split_whitespace().map(str::to_owned).collect())
 }
 
+/// Field `i` of [`stat_fields`] as a number.
+fn stat_field(f: &[String], pid: u32, i: usize) -> Result<u64> {
+    f.get(i)
+        .and_then(|v| v.parse::<u64>().ok())
+        .with_context(|| format!("/proc/{pid}/stat: field {} unreadable", i + 3))
+}
+
+/// One numeric field of /proc/PID/stat, indexed as in [`stat_fields`]
+/// (minflt, field 10, is [7]).
+fn stat_u64(pid: u32, i: usize) -> Result<u64> {
+    stat_field(&stat_fields(pid)?, pid, i)
+}
+
 /// utime + stime, in clock ticks, all threads included.
 fn stat_cpu_ticks(pid: u32) -> Result<f64> {
     let f = stat_fields(pid)?;
-    let field = |i: usize| -> Result<f64> {
-        f.get(i)
-            .and_then(|v| v.parse::<u64>().ok())
-            .map(|v| v as f64)
-            .with_context(|| format!("/proc/{pid}/stat: field {} unreadable", i + 3))
-    };
-    Ok(field(11)? + field(12)?)
+    Ok((stat_field(&f, pid, 11)? + stat_field(&f, pid, 12)?) as f64)
 }
 
 /// Time on CPU of the (single-threaded) process, seconds.
@@ -1013,88 +1171,175 @@ fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
 }
 
+/// min-max of percentages: 0.00-0.17%.
 fn range(values: &[f64]) -> String {
-    if values.is_empty() {
-        return "-".into();
+    match min_max(values) {
+        Some((lo, hi)) => format!("{lo:.2}-{hi:.2}%"),
+        None => "-".into(),
     }
-    let (lo, hi) = values
-        .iter()
-        .fold((f64::MAX, f64::MIN), |(lo, hi), &x| (lo.min(x), hi.max(x)));
-    format!("{lo:.2}-{hi:.2}%")
 }
 
-fn print_daemon_table(opts: &Options, window: f64, idle: &Window, busy: &Window, base: &[Window]) {
+fn range_with(values: &[f64], fmt: impl Fn(f64) -> String) -> String {
+    match min_max(values) {
+        Some((lo, hi)) => format!("{}-{}", fmt(lo), fmt(hi)),
+        None => "-".into(),
+    }
+}
+
+fn min_max(values: &[f64]) -> Option<(f64, f64)> {
+    if values.is_empty() {
+        return None;
+    }
+    Some(
+        values
+            .iter()
+            .fold((f64::MAX, f64::MIN), |(lo, hi), &x| (lo.min(x), hi.max(x))),
+    )
+}
+
+/// `x` rounded, with thousands separators: 612,345.
+fn thousands(x: f64) -> String {
+    let digits = format!("{:.0}", x.abs());
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if x < 0.0 && digits != "0" {
+        out.insert(0, '-');
+    }
+    out
+}
+
+/// The daemon's effect on one of the load's measures, judged against the
+/// baseline's own slice-to-slice noise. `cost_if_higher`: whether the
+/// probes' cost would raise the value (CPU) or lower it (a rate).
+fn verdict(base_slices: &[f64], with: f64, cost_if_higher: bool) -> &'static str {
+    let Some((lo, hi)) = min_max(base_slices) else {
+        return "no baseline";
+    };
+    if (lo..=hi).contains(&with) {
+        "within the baseline's noise"
+    } else if (with > hi) == cost_if_higher {
+        "the probes' cost on the load"
+    } else {
+        // Probes cannot make the load cheaper or faster: the machine's
+        // noise can.
+        "better than the baseline: noise"
+    }
+}
+
+fn print_daemon_table(opts: &Options, window: f64, page_kib: f64, scenarios: &[Scenario]) {
     let tick = DAEMON_INTERVAL.as_secs_f64();
     println!();
     println!(
-        "{:<22} {:>10} {:>10} {:>14} {:>9} {:>9} {:>9} {:>7}",
+        "{:<22} {:>10} {:>10} {:>12} {:>9} {:>9} {:>9} {:>9} {:>6} {:>13}",
         "daemon scenario",
         "host procs",
         "daemon CPU",
         "slices",
         "per tick",
-        "VmRSS",
+        "RSS avg",
+        "RSS max",
         "VmHWM",
-        "events"
+        "events",
+        "load faults/s"
     );
-    let busy_name = format!("busy host (+{} procs)", opts.procs);
-    for (name, w) in [("idle host", idle), (busy_name.as_str(), busy)] {
-        let mut rss = w.rss.clone();
-        let rss = if rss.is_empty() {
-            0.0
+    for s in scenarios {
+        let w = &s.daemon;
+        let faults = if s.load.is_some() {
+            thousands(w.load_fault_rate())
         } else {
-            rss.sort_unstable();
-            mib(rss[rss.len() / 2])
+            "-".into()
         };
         println!(
-            "{name:<22} {:>10} {:>9.2}% {:>14} {:>6.2} ms {:>5.1} MiB {:>5.1} MiB {:>7}",
+            "{:<22} {:>10} {:>9.2}% {:>12} {:>6.2} ms {:>5.1} MiB {:>5.1} MiB {:>5.1} MiB {:>6} {faults:>13}",
+            s.name,
             w.host_procs,
             w.daemon_pct(),
             range(&w.daemon_slices),
             w.daemon_cpu / (w.wall / tick) * 1000.0,
-            rss,
+            w.rss_avg(),
+            w.rss_max(),
             mib(w.hwm),
             w.events,
         );
     }
-    let base_wall: f64 = base.iter().map(|w| w.wall).sum();
-    let base_cpu: f64 = base.iter().map(|w| w.load_cpu).sum();
-    let base_pct = base_cpu / base_wall * 100.0;
-    let base_slices: Vec<f64> = base.iter().flat_map(|w| w.load_slices.clone()).collect();
-    // The probes' cost on the load is the difference, unless it is within
-    // the baseline's own slice-to-slice noise.
-    let (lo, hi) = base_slices
-        .iter()
-        .fold((f64::MAX, f64::MIN), |(lo, hi), &x| (lo.min(x), hi.max(x)));
-    let verdict = if (lo..=hi).contains(&busy.load_pct()) {
-        "within the baseline's noise"
-    } else if busy.load_pct() < lo {
-        // Probes cannot make the load cheaper: the machine's noise can.
-        "below the baseline: noise"
-    } else {
-        "the probes' cost on the load"
-    };
+    for s in scenarios {
+        let Some((kind, base)) = &s.load else {
+            continue;
+        };
+        let with = &s.daemon;
+        let base_wall: f64 = base.iter().map(|w| w.wall).sum();
+        let base_cpu: f64 = base.iter().map(|w| w.load_cpu).sum();
+        let base_faults: f64 = base.iter().map(|w| w.load_faults).sum();
+        let base_pct = base_cpu / base_wall * 100.0;
+        let base_rate = base_faults / base_wall;
+        let cpu_slices: Vec<f64> = base.iter().flat_map(|w| w.load_slices.clone()).collect();
+        let rate_slices: Vec<f64> = base
+            .iter()
+            .flat_map(|w| w.load_fault_slices.clone())
+            .collect();
+        let what = match kind {
+            LoadKind::Procs(n) => {
+                format!("{n} processes, {LOAD_FAULTS_PER_SEC} page faults/s each")
+            }
+            LoadKind::Storm => format!(
+                "one process mapping {STORM_REGION_MIB} MiB, faulting it in page by page and \
+                 unmapping it, as fast as it can: {:.0} MiB/s of fresh anonymous memory without \
+                 the daemon, at most {STORM_REGION_MIB} MiB resident",
+                base_rate * page_kib / 1024.0
+            ),
+        };
+        let change = |with: f64, base: f64| (with / base - 1.0) * 100.0;
+        println!("\n{}: {what}. Without the daemon -> with it:", s.name);
+        println!(
+            "  load CPU        {base_pct:.2}% of a core (slices {}) -> {:.2}% ({:+.1}%, {})",
+            range(&cpu_slices),
+            with.load_pct(),
+            change(with.load_pct(), base_pct),
+            verdict(&cpu_slices, with.load_pct(), true),
+        );
+        println!(
+            "  faults/s        {} (slices {}) -> {} ({:+.1}%, {})",
+            thousands(base_rate),
+            range_with(&rate_slices, thousands),
+            thousands(with.load_fault_rate()),
+            change(with.load_fault_rate(), base_rate),
+            verdict(&rate_slices, with.load_fault_rate(), false),
+        );
+        if base_faults > 0.0 && with.load_faults > 0.0 {
+            let per_fault = |cpu: f64, faults: f64| cpu / faults * 1e9;
+            let (b, w) = (
+                per_fault(base_cpu, base_faults),
+                per_fault(with.load_cpu, with.load_faults),
+            );
+            println!(
+                "  CPU per fault   {} ns -> {} ns ({:+.1}%)",
+                thousands(b),
+                thousands(w),
+                change(w, b)
+            );
+        }
+        println!(
+            "  daemon CPU / load CPU without the daemon = {:.3}x; daemon share of the CPU \
+             (daemon + load) = {:.1}%",
+            with.daemon_pct() / base_pct,
+            with.daemon_cpu / (with.daemon_cpu + with.load_cpu) * 100.0,
+        );
+    }
     println!(
-        "\nload ({} procs, {} page faults/s each): {base_pct:.2}% of a core without the daemon \
-         (slices {}), {:.2}% with it attached ({:+.0}%, {verdict})",
-        opts.procs,
-        LOAD_FAULTS_PER_SEC,
-        range(&base_slices),
-        busy.load_pct(),
-        (busy.load_pct() / base_pct - 1.0) * 100.0,
-    );
-    println!(
-        "daemon CPU / load CPU without the daemon = {:.2}x; daemon share of the busy host's \
-         CPU (daemon + load) = {:.0}%",
-        busy.daemon_pct() / base_pct,
-        busy.daemon_cpu / (busy.daemon_cpu + busy.load_cpu) * 100.0,
-    );
-    println!(
-        "\n{window:.0}s per measurement after {}s of warm-up, daemon ticking every {tick}s; \
-         daemon CPU = utime+stime (10 ms clock ticks) as % of one core, \
-         slices = min-max over {} slices; per tick = CPU time / ticks;\nVmRSS = median of 1 s \
-         samples, VmHWM = peak since start; load CPU from schedstat (ns), measured half \
-         before the daemon started and half after it stopped.",
+        "\n{window:.0}s per measurement after {}s of warm-up, daemon ticking every {tick}s \
+         (metrics page rendered every tick, API socket open); daemon CPU = utime+stime (10 ms \
+         clock ticks) as % of one core, slices = min-max over {} slices; per tick = CPU time / \
+         ticks;\nRSS avg/max = mean and maximum of the daemon's VmRSS sampled every 1 s in the \
+         window; VmHWM = its peak RSS since it started: a transient at start-up (load-time BTF \
+         parsing, program loading), not reached again while it ticks;\nload CPU from schedstat \
+         (ns) and load faults from minflt in /proc/PID/stat, of all the load's processes, \
+         measured half before the daemon started and half after it stopped; load faults/s in \
+         the table = during the daemon's window.",
         DAEMON_WARMUP.as_secs(),
         opts.rounds
     );

@@ -38,7 +38,8 @@ const BPF_LINKER: &str = "bpf-linker@0.13.0";
 pub enum Need {
     Build,
     /// Build plus what the integration tests run: gcc and python3 (C and
-    /// Python workloads).
+    /// Python workloads), Prometheus (promtool, a real scraper) and
+    /// Alertmanager (a real receiver).
     Test,
     /// Build plus bpftrace (benchmark peer, test oracle), tmux (TUI tests),
     /// gcc and python3 (the tests compile C workloads and run Python ones).
@@ -64,9 +65,16 @@ pub fn bootstrap(need: Need) -> Result<Toolchain> {
     let mut linker = find_program("bpf-linker");
     let tools: &[&str] = match need {
         Need::Build => &[],
-        Need::Test => &["gcc", "python3"],
         // Command names that are also their Debian package names.
-        Need::Everything => &["bpftrace", "tmux", "gcc", "python3"],
+        Need::Test => &["gcc", "python3", "prometheus", "prometheus-alertmanager"],
+        Need::Everything => &[
+            "bpftrace",
+            "tmux",
+            "gcc",
+            "python3",
+            "prometheus",
+            "prometheus-alertmanager",
+        ],
     };
     let missing_tools: Vec<&str> = tools
         .iter()
@@ -218,7 +226,8 @@ fn missing_message(packages: &[&str], need_linker: bool) -> String {
     }
     msg.push_str(
         "\n(On other distributions: a rustup nightly with the rust-src component, LLVM 22 \
-         development files for bpf-linker, bpftrace, tmux, gcc and python3.)",
+         development files for bpf-linker, bpftrace, tmux, gcc, python3, Prometheus and \
+         Alertmanager.)",
     );
     msg
 }

@@ -7,6 +7,11 @@
 use std::{
     collections::{HashMap, HashSet},
     path::Path,
+    sync::{
+        Arc, Condvar, Mutex,
+        mpsc::{SyncSender, sync_channel},
+    },
+    time::{Duration, Instant},
 };
 
 use aya::Ebpf;
@@ -26,18 +31,95 @@ use crate::{
 
 /// Symbolized user stacks by (pid, process start, stack id): a deadlock
 /// stays on screen for many ticks and its stacks do not change.
+///
+/// Symbolizing reads `/proc/PID/maps`, which takes the target's mmap lock:
+/// a process thrashing under memory pressure can hold it for seconds, and
+/// the daemon's loop must not wait that long. So a worker thread does it,
+/// and the loop waits for answers only up to a budget per tick; a stack not
+/// ready by then shows raw addresses this time and its symbols next time.
 pub struct Stacks {
-    sym: Symbolizer,
-    cache: HashMap<(u32, u64, i64), Vec<String>>,
+    worker: Option<Worker>,
+    cache: HashMap<Key, Vec<String>>,
+    /// Start of the current budget window.
+    budget_from: Instant,
+}
+
+type Key = (u32, u64, i64);
+/// Finished stacks the worker hands back, and the signal that one is in.
+type Done = Arc<(Mutex<HashMap<Key, Vec<String>>>, Condvar)>;
+
+struct Worker {
+    tx: SyncSender<(Key, u32, Vec<u64>)>,
+    done: Done,
+    pending: HashSet<Key>,
 }
 
 const MAX_CACHED_STACKS: usize = 4096;
+/// How long one tick may wait for symbols, in all.
+const SYMBOL_BUDGET: Duration = Duration::from_millis(250);
 
 impl Stacks {
-    pub fn new(sym: Symbolizer) -> Stacks {
+    pub fn new(mut sym: Symbolizer) -> Stacks {
+        let (tx, rx) = sync_channel::<(Key, u32, Vec<u64>)>(64);
+        let done: Done = Arc::default();
+        let out = done.clone();
+        let worker = std::thread::Builder::new()
+            .name("symbolize".into())
+            .stack_size(512 << 10)
+            .spawn(move || {
+                for (key, pid, ips) in rx {
+                    let frames = sym.symbolize(pid, &ips);
+                    let (m, cv) = &*out;
+                    m.lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(key, frames);
+                    cv.notify_all();
+                }
+            });
+        let worker = match worker {
+            Ok(_) => Some(Worker {
+                tx,
+                done,
+                pending: HashSet::new(),
+            }),
+            Err(e) => {
+                tracing::warn!("no symbolizer thread ({e}): stacks show raw addresses");
+                None
+            }
+        };
         Stacks {
-            sym,
+            worker,
             cache: HashMap::new(),
+            budget_from: Instant::now(),
+        }
+    }
+
+    /// Symbols for `ips`, waiting for the worker within this tick's budget.
+    fn symbolize(&mut self, key: Key, pid: u32, ips: Vec<u64>) -> Option<Vec<String>> {
+        let w = self.worker.as_mut()?;
+        if w.pending.insert(key) && w.tx.try_send((key, pid, ips)).is_err() {
+            w.pending.remove(&key);
+            return None;
+        }
+        if self.budget_from.elapsed() > Duration::from_secs(1) {
+            self.budget_from = Instant::now();
+        }
+        let deadline = self.budget_from + SYMBOL_BUDGET;
+        let (m, cv) = &*w.done;
+        let mut done = m.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if let Some(frames) = done.remove(&key) {
+                w.pending.remove(&key);
+                return Some(frames);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return None;
+            }
+            done = cv
+                .wait_timeout(done, deadline - now)
+                .map(|(g, _)| g)
+                .unwrap_or_else(|e| e.into_inner().0);
         }
     }
 
@@ -66,7 +148,10 @@ impl Stacks {
         if ips.is_empty() {
             ips.extend(procfs::syscall_pc(Path::new("/proc"), pid, tid));
         }
-        let s = self.sym.symbolize(pid, &ips);
+        let raw: Vec<String> = ips.iter().map(|ip| format!("{ip:#x}")).collect();
+        let Some(s) = self.symbolize(key, pid, ips) else {
+            return raw;
+        };
         if self.cache.len() >= MAX_CACHED_STACKS {
             self.cache.clear();
         }
@@ -75,9 +160,16 @@ impl Stacks {
     }
 
     pub fn forget_exited(&mut self, profiles: &Profiles) {
-        self.cache.retain(|(pid, start, _), _| {
-            profiles.procs.get(pid).is_some_and(|p| p.start == *start)
-        });
+        let live =
+            |(pid, start, _): &Key| profiles.procs.get(pid).is_some_and(|p| p.start == *start);
+        self.cache.retain(|k, _| live(k));
+        if let Some(w) = &mut self.worker {
+            w.pending.retain(live);
+            let (m, _) = &*w.done;
+            m.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .retain(|k, _| live(k));
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 //!
 //! usage: loadgen <faults|futex|syscall|dio> [--seconds S] [--dir DIR]
 //!        loadgen procs [--procs N] [--seconds S]
+//!        loadgen storm [--seconds S]
 //!
 //! Each workload hammers one kernel path that sentinel probes, so the rate
 //! under a tracer, against the rate with nothing attached, is the tracer's
@@ -20,6 +21,13 @@
 //! stderr once every child has faulted, runs until SIGTERM/SIGINT or
 //! `--seconds`, kills and reaps its children, and prints how many were
 //! still alive at the end.
+//!
+//! `storm` is the `faults` workload as a background load for the same
+//! bench: one process faulting fresh anonymous pages as fast as it can (a
+//! 64 MiB region touched page by page, unmapped and mapped again, so it never
+//! holds more than 64 MiB). It prints `loadgen: storm ready` on stderr after
+//! its first region, runs until SIGTERM/SIGINT or `--seconds`, and prints
+//! its fault rate over the whole run.
 
 use std::alloc::{Layout, alloc_zeroed, dealloc};
 use std::ffi::CString;
@@ -35,7 +43,8 @@ use std::time::{Duration, Instant};
 type Result<T> = std::result::Result<T, String>;
 
 const USAGE: &str = "usage: loadgen <faults|futex|syscall|dio> [--seconds S] [--dir DIR]\n       \
-                     loadgen procs [--procs N] [--seconds S]";
+                     loadgen procs [--procs N] [--seconds S]\n       \
+                     loadgen storm [--seconds S]";
 
 fn main() -> ExitCode {
     match run() {
@@ -90,6 +99,7 @@ fn run() -> Result<f64> {
         "syscall" => Ok(syscall(duration)),
         "dio" => dio(duration, &dir),
         "procs" => procs(procs_n, duration),
+        "storm" => storm(duration),
         other => Err(format!("unknown workload {other:?}\n{USAGE}")),
     }
 }
@@ -117,40 +127,67 @@ fn os_error(what: &str) -> String {
     format!("{what}: {}", std::io::Error::last_os_error())
 }
 
+/// The region `faults` and `storm` map, touch page by page and unmap.
+const FAULT_REGION: usize = 64 << 20;
+
+fn page_size() -> Result<usize> {
+    // SAFETY: sysconf has no preconditions.
+    usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) })
+        .map_err(|_| os_error("sysconf(_SC_PAGESIZE)"))
+}
+
+/// Maps a fresh `FAULT_REGION`, writes one byte per page and unmaps it:
+/// `FAULT_REGION / page` first-touch faults. Returns that count.
+fn fault_region(page: usize) -> Result<u64> {
+    // SAFETY: a fresh private anonymous mapping, touched only inside its
+    // bounds and unmapped before returning.
+    unsafe {
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            FAULT_REGION,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+        if p == libc::MAP_FAILED {
+            return Err(os_error("mmap of 64 MiB"));
+        }
+        // With THP one fault would map 2 MiB and the storm would be
+        // 512 times smaller; the point is many small faults.
+        libc::madvise(p, FAULT_REGION, libc::MADV_NOHUGEPAGE);
+        let base = p.cast::<u8>();
+        for offset in (0..FAULT_REGION).step_by(page) {
+            std::ptr::write_volatile(base.add(offset), 1);
+        }
+        if libc::munmap(p, FAULT_REGION) != 0 {
+            return Err(os_error("munmap"));
+        }
+    }
+    Ok((FAULT_REGION / page) as u64)
+}
+
 /// One operation = one first-touch page fault.
 fn faults(duration: Duration) -> Result<f64> {
-    const REGION: usize = 64 << 20;
-    // SAFETY: sysconf has no preconditions.
-    let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) })
-        .map_err(|_| os_error("sysconf(_SC_PAGESIZE)"))?;
-    measure(duration, || {
-        // SAFETY: a fresh private anonymous mapping, touched only inside its
-        // bounds and unmapped before the closure returns.
-        unsafe {
-            let p = libc::mmap(
-                std::ptr::null_mut(),
-                REGION,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            );
-            if p == libc::MAP_FAILED {
-                return Err(os_error("mmap of 64 MiB"));
-            }
-            // With THP one fault would map 2 MiB and the storm would be
-            // 512 times smaller; the point is many small faults.
-            libc::madvise(p, REGION, libc::MADV_NOHUGEPAGE);
-            let base = p.cast::<u8>();
-            for offset in (0..REGION).step_by(page) {
-                std::ptr::write_volatile(base.add(offset), 1);
-            }
-            if libc::munmap(p, REGION) != 0 {
-                return Err(os_error("munmap"));
-            }
-        }
-        Ok((REGION / page) as u64)
-    })
+    let page = page_size()?;
+    measure(duration, || fault_region(page))
+}
+
+/// The `faults` loop as a background load: until SIGTERM/SIGINT or
+/// `duration`. Returns faults per second over the whole run.
+fn storm(duration: Duration) -> Result<f64> {
+    catch_stop_signals();
+    let page = page_size()?;
+    let start = Instant::now();
+    let mut faults = fault_region(page)?;
+    eprintln!(
+        "loadgen: storm ready: faulting {} MiB regions",
+        FAULT_REGION >> 20
+    );
+    while !STOP.load(Ordering::Relaxed) && start.elapsed() < duration {
+        faults += fault_region(page)?;
+    }
+    Ok(faults as f64 / start.elapsed().as_secs_f64())
 }
 
 fn futex_wait(word: &AtomicU32, expected: u32) {
@@ -369,11 +406,21 @@ fn refuse_memory_fs(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Set by SIGTERM/SIGINT in the `procs` parent.
-static PROCS_STOP: AtomicBool = AtomicBool::new(false);
+/// Set by SIGTERM/SIGINT in `procs` (the parent) and `storm`.
+static STOP: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_stop_signal(_: libc::c_int) {
-    PROCS_STOP.store(true, Ordering::Relaxed);
+    STOP.store(true, Ordering::Relaxed);
+}
+
+fn catch_stop_signals() {
+    // SAFETY: the handler only stores to an atomic, which is
+    // async-signal-safe.
+    unsafe {
+        let handler = on_stop_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        libc::signal(libc::SIGTERM, handler);
+        libc::signal(libc::SIGINT, handler);
+    }
 }
 
 /// Pages each `procs` child drops and faults back in every second.
@@ -382,23 +429,16 @@ const PROCS_PAGES: usize = 4;
 /// Keeps `n` processes alive, each faulting `PROCS_PAGES` pages a second.
 /// Returns how many were still alive at the end (all of them, normally).
 fn procs(n: usize, duration: Duration) -> Result<f64> {
-    // SAFETY: the handler only stores to an atomic, which is
-    // async-signal-safe.
-    unsafe {
-        let handler = on_stop_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
-        libc::signal(libc::SIGTERM, handler);
-        libc::signal(libc::SIGINT, handler);
-    }
+    catch_stop_signals();
     let mut fds = [0 as libc::c_int; 2];
     // SAFETY: pipe writes two fds into the array.
     if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
         return Err(os_error("pipe"));
     }
     let [ready_r, ready_w] = fds;
-    // SAFETY: getpid and sysconf have no preconditions.
+    // SAFETY: getpid has no preconditions.
     let parent = unsafe { libc::getpid() };
-    let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) })
-        .map_err(|_| os_error("sysconf(_SC_PAGESIZE)"))?;
+    let page = page_size()?;
     let mut children: Vec<libc::pid_t> = Vec::with_capacity(n);
     let mut failure = None;
     for i in 0..n {
@@ -421,7 +461,7 @@ fn procs(n: usize, duration: Duration) -> Result<f64> {
         // child died before that.
         let mut got = 0usize;
         let mut buf = [0u8; 512];
-        while got < children.len() && !PROCS_STOP.load(Ordering::Relaxed) {
+        while got < children.len() && !STOP.load(Ordering::Relaxed) {
             // SAFETY: reading into a buffer we own, within its length.
             let r = unsafe { libc::read(ready_r, buf.as_mut_ptr().cast(), buf.len()) };
             if r > 0 {
@@ -441,7 +481,7 @@ fn procs(n: usize, duration: Duration) -> Result<f64> {
     if failure.is_none() {
         eprintln!("loadgen: procs ready: {n} processes");
         let start = Instant::now();
-        while !PROCS_STOP.load(Ordering::Relaxed) && start.elapsed() < duration {
+        while !STOP.load(Ordering::Relaxed) && start.elapsed() < duration {
             std::thread::sleep(Duration::from_millis(100));
         }
         // SAFETY: non-blocking wait for any of our children.
