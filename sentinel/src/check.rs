@@ -24,6 +24,9 @@ pub struct CheckReport {
     pub lockdown: Option<String>,
     pub tracefs: TracefsInfo,
     pub privileges: Privileges,
+    /// Optional capabilities missing, each with what it costs: sentinel
+    /// runs, and detects less (`privileges::limits`).
+    pub limited: Vec<String>,
     pub probes: Vec<ProbeStatus>,
     pub error: Option<String>,
 }
@@ -39,6 +42,7 @@ pub fn run() -> CheckReport {
             mounted_by_sentinel: false,
         },
         privileges: Privileges::current(),
+        limited: privileges::limits(),
         probes: Vec::new(),
         error: None,
     };
@@ -85,6 +89,9 @@ pub fn render(r: &CheckReport) -> String {
             format!("MISSING {}", r.privileges.missing.join(", "))
         }
     );
+    for l in &r.limited {
+        out += &format!("  limited   without {l}\n");
+    }
     if !r.probes.is_empty() {
         out += "\nprobe       status       type        detail\n";
         for p in &r.probes {
