@@ -4,7 +4,11 @@
 //! The protocol is line-delimited JSON. A client sends one request line:
 //! `{"cmd":"events","since_ms":N,"follow":true}` streams the recent events
 //! at or after N (unix ms), then, with `follow`, each new one as it
-//! happens; `{"cmd":"status"}` answers one line with the daemon's status.
+//! happens; `{"cmd":"status"}` answers one line with the daemon's status;
+//! `{"cmd":"top","detail":SUBJECT|null}` answers one line, the next
+//! `top::frame::Frame` the daemon builds (with SUBJECT's detail).
+//! Status and frames cost the daemon something, so it builds them only
+//! while someone asks: a request waits for the next tick's.
 //! Answers are JSON lines; an error is `{"error":"..."}`.
 //!
 //! Access is the socket file's: 0600 root by default, 0660 with `[api]
@@ -22,11 +26,13 @@ use std::{
         atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     thread::JoinHandle,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
+
+use crate::top::frame::{Frame, Subject};
 
 /// Recent events kept for `sentinel events --since`: enough for an
 /// operator's "what just happened", small next to the daemon's 30 MB. The
@@ -37,6 +43,12 @@ const RECENT_BYTES: usize = 2 << 20;
 const MAX_CLIENTS: usize = 16;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_REQUEST: u64 = 4096;
+/// How long after the last request the daemon keeps building status or
+/// frames: longer than any client's polling interval is likely to be.
+const WANT_TTL: Duration = Duration::from_secs(15);
+/// How long a request waits for the next tick's status or frame before it
+/// takes the latest one (or, with none, an error).
+const FRESH_WAIT: Duration = Duration::from_secs(4);
 
 /// What the daemon publishes and clients read.
 #[derive(Default)]
@@ -53,6 +65,13 @@ struct HubState {
     bytes: usize,
     next_seq: u64,
     status: Arc<str>,
+    /// When status and frame were last built, and last asked for.
+    status_at: Option<Instant>,
+    status_asked: Option<Instant>,
+    frame: Option<Arc<Frame>>,
+    frame_at: Option<Instant>,
+    /// The details clients asked for (None: a frame without one), and when.
+    frame_asked: Vec<(Option<Subject>, Instant)>,
 }
 
 impl Hub {
@@ -73,7 +92,82 @@ impl Hub {
     }
 
     pub fn set_status(&self, json: String) {
-        lock(&self.state).status = Arc::from(json);
+        let mut st = lock(&self.state);
+        st.status = Arc::from(json);
+        st.status_at = Some(Instant::now());
+        drop(st);
+        self.changed.notify_all();
+    }
+
+    /// Whether a client asked for the status lately.
+    pub fn status_wanted(&self) -> bool {
+        lock(&self.state)
+            .status_asked
+            .is_some_and(|t| t.elapsed() < WANT_TTL)
+    }
+
+    /// The details clients asked for lately; None when nobody wants frames.
+    pub fn frame_wanted(&self) -> Option<Vec<Subject>> {
+        let mut st = lock(&self.state);
+        st.frame_asked.retain(|(_, t)| t.elapsed() < WANT_TTL);
+        if st.frame_asked.is_empty() {
+            // Nobody watches: the last frame's memory goes back.
+            st.frame = None;
+            return None;
+        }
+        Some(st.frame_asked.iter().filter_map(|(s, _)| *s).collect())
+    }
+
+    pub fn set_frame(&self, frame: Arc<Frame>) {
+        let mut st = lock(&self.state);
+        st.frame = Some(frame);
+        st.frame_at = Some(Instant::now());
+        drop(st);
+        self.changed.notify_all();
+    }
+
+    /// Waits (up to FRESH_WAIT) for a status built after now.
+    fn fresh_status(&self) -> Arc<str> {
+        let asked = Instant::now();
+        let mut st = lock(&self.state);
+        st.status_asked = Some(asked);
+        let deadline = asked + FRESH_WAIT;
+        while st.status_at.is_none_or(|t| t < asked) && !self.closed.load(Ordering::Relaxed) {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            st = self
+                .changed
+                .wait_timeout(st, deadline - now)
+                .map(|(g, _)| g)
+                .unwrap_or_else(|e| e.into_inner().0);
+        }
+        st.status.clone()
+    }
+
+    /// Waits (up to FRESH_WAIT) for a frame built after now, which has
+    /// `detail`'s detail if it can be had.
+    fn fresh_frame(&self, detail: Option<Subject>) -> Option<Arc<Frame>> {
+        let asked = Instant::now();
+        let mut st = lock(&self.state);
+        match st.frame_asked.iter_mut().find(|(s, _)| *s == detail) {
+            Some(w) => w.1 = asked,
+            None => st.frame_asked.push((detail, asked)),
+        }
+        let deadline = asked + FRESH_WAIT;
+        while st.frame_at.is_none_or(|t| t < asked) && !self.closed.load(Ordering::Relaxed) {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            st = self
+                .changed
+                .wait_timeout(st, deadline - now)
+                .map(|(g, _)| g)
+                .unwrap_or_else(|e| e.into_inner().0);
+        }
+        st.frame.clone()
     }
 
     /// Wakes every follower so it can see the hub is closed.
@@ -133,6 +227,10 @@ enum Request {
         follow: bool,
     },
     Status,
+    Top {
+        #[serde(default)]
+        detail: Option<Subject>,
+    },
 }
 
 pub struct Server {
@@ -272,9 +370,20 @@ fn serve(conn: UnixStream, hub: &Hub, stop: &AtomicBool) -> Result<()> {
     let mut out = std::io::BufWriter::new(&conn);
     match req {
         Request::Status => {
-            let status = lock(&hub.state).status.clone();
+            let status = hub.fresh_status();
             writeln!(out, "{status}")?;
         }
+        Request::Top { detail } => match hub.fresh_frame(detail) {
+            Some(frame) => {
+                serde_json::to_writer(&mut out, &*frame)?;
+                writeln!(out)?;
+            }
+            None => {
+                drop(out);
+                answer_error(&conn, "the daemon has not built a frame yet; try again")?;
+                return Ok(());
+            }
+        },
         Request::Events { since_ms, follow } => {
             let (events, _) = hub.read(None, since_ms, Duration::ZERO);
             let mut last = events.last().map(|e| e.0);
@@ -465,6 +574,37 @@ mod tests {
         let _stale = UnixListener::bind(&path).unwrap();
         drop(_stale);
         let _server = Server::start(&path, None, hub).unwrap();
+    }
+
+    #[test]
+    fn frames_are_built_only_while_asked_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("api.sock");
+        let hub = Arc::new(Hub::default());
+        let _server = Server::start(&path, None, hub.clone()).unwrap();
+        assert!(hub.frame_wanted().is_none(), "nobody asked");
+        assert!(!hub.status_wanted());
+
+        let want = Subject::Process { pid: 7, start: 9 };
+        let p = path.clone();
+        let client = std::thread::spawn(move || {
+            lines(&p, serde_json::json!({"cmd":"top","detail": want}), 1)
+        });
+        // The daemon's loop: it sees the request, builds, publishes.
+        let wanted = loop {
+            if let Some(w) = hub.frame_wanted() {
+                break w;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        assert_eq!(wanted, [want]);
+        hub.set_frame(Arc::new(Frame {
+            host: "h".into(),
+            ..Default::default()
+        }));
+        let got = client.join().unwrap();
+        let frame: Frame = serde_json::from_str(&got[0]).unwrap();
+        assert_eq!(frame.host, "h");
     }
 
     #[test]

@@ -85,7 +85,7 @@ impl Resolver {
         Self::with_root(mounts.v2.clone())
     }
 
-    fn with_root(root: Option<PathBuf>) -> Resolver {
+    pub(crate) fn with_root(root: Option<PathBuf>) -> Resolver {
         let mut r = Resolver {
             root,
             by_id: HashMap::new(),

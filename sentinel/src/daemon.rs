@@ -6,7 +6,6 @@
 //! kernel-side losses. SIGHUP reloads the config; SIGTERM and SIGINT stop
 //! it, leaving undelivered events in the spools.
 use std::{
-    collections::HashSet,
     path::{Path, PathBuf},
     sync::{
         Arc,
@@ -16,26 +15,20 @@ use std::{
 };
 
 use anyhow::{Context, Result};
-use aya::maps::{HashMap as BpfHashMap, MapData, RingBuf, StackTraceMap};
-use sentinel_common::{CgroupStats, Counter, FutexWait, NUM_COUNTERS, maps};
+use sentinel_common::Counter;
 use serde_json::json;
 
 use crate::{
     api::{self, Hub},
-    cgroup::{Mounts, Resolver},
-    collect::{self, Sample},
     config::{self, Config, LogFormat},
-    detect::{self, Ctx, Detectors},
-    event::{Event, SubjectKey, rfc3339, unix_ms_now},
-    host,
-    incident::Incidents,
+    engine::Engine,
+    event::{Event, rfc3339, unix_ms_now},
     loader::Sentinel,
     metrics::{self, Metrics},
-    oom::OomWatch,
     privileges,
-    profile::Profiles,
     sink::Sinks,
     snapshot::STOP,
+    top::{self, frame::Mode},
 };
 
 /// The line printed on stderr once every probe is attached.
@@ -46,7 +39,6 @@ pub const RELOADED: &str = "sentinel daemon: reloaded";
 /// Set by SIGHUP.
 pub static RELOAD: AtomicBool = AtomicBool::new(false);
 
-const HOUSEKEEPING: Duration = Duration::from_secs(60);
 /// How long SIGTERM waits for the sinks to move their queues to the spool.
 const SHUTDOWN: Duration = Duration::from_secs(3);
 
@@ -98,6 +90,8 @@ pub struct Services {
     api: Option<api::Server>,
     metrics: Metrics,
     metrics_server: Option<metrics::Server>,
+    /// Builds `sentinel top`'s frames while a client asks for them.
+    frames: top::build::Builder,
 }
 
 impl Services {
@@ -126,6 +120,7 @@ impl Services {
             api,
             metrics,
             metrics_server,
+            frames: Default::default(),
         })
     }
 
@@ -211,22 +206,7 @@ impl Services {
 }
 
 pub fn run(s: &mut Sentinel, source: &Source, mut cfg: Config, mut svc: Services) -> Result<()> {
-    let mounts = Mounts::discover();
-    let mut resolver = Resolver::new(&mounts);
-    let mem_root = mounts.memory_root();
-    let mut ooms = OomWatch::new(mem_root.clone());
-    crate::snapshot::seed_futex_waits(s)?;
-    ooms.ring = s
-        .ebpf
-        .take_map(maps::OOM_EVENTS)
-        .and_then(|m| RingBuf::try_from(m).ok());
-
-    let mut incidents = Incidents::new(host::hostname(), cfg.daemon.resolve_after.as_secs_f64());
-    let mut profiles = Profiles::new();
-    profiles.mem_root = mem_root.clone();
-    apply(&cfg, &mut incidents, &mut profiles);
-    let mut detectors = Detectors::new();
-    let mut keeper = Housekeeping::default();
+    let mut engine = Engine::new(s, &cfg)?;
     if cfg.daemon.lock_memory {
         lock_memory();
     }
@@ -244,22 +224,15 @@ pub fn run(s: &mut Sentinel, source: &Source, mut cfg: Config, mut svc: Services
         cfg.daemon.interval,
         source.describe()
     );
-    if ooms.ring.is_none() {
-        tracing::warn!("the OOM ring buffer is unavailable: oom_kill events are off");
-    }
     for lost in privileges::limits() {
         tracing::warn!("running without {lost}");
     }
 
     let started_ms = unix_ms_now();
-    let t0 = Instant::now();
-    let mut next = t0;
+    let mut next = Instant::now();
     while !STOP.load(Ordering::Relaxed) {
         next += cfg.daemon.interval;
-        // OOM events are drained between ticks too: which limit a kill hit
-        // is read from the memory cgroups, and a killed container's cgroup
-        // can be gone a moment later.
-        if !sleep_until(next, || ooms.poll(&mut resolver)) {
+        if !sleep_until(next, || engine.poll_ooms()) {
             break;
         }
         // A tick that ran long (a huge host, a stalled /proc read) is not
@@ -272,90 +245,83 @@ pub fn run(s: &mut Sentinel, source: &Source, mut cfg: Config, mut svc: Services
                 Ok(new) => {
                     svc.reconfigure(&cfg, &new);
                     cfg = new;
-                    apply(&cfg, &mut incidents, &mut profiles);
+                    engine.apply(&cfg);
                     eprintln!("{RELOADED} {}", source.describe());
                 }
                 Err(e) => tracing::error!("reload: keeping the running configuration: {e}"),
             }
         }
-        let t = t0.elapsed().as_secs_f64();
 
-        ooms.poll(&mut resolver);
-        let kills = std::mem::take(&mut ooms.kills);
-        let sample = collect::sample(&s.ebpf, false).context("reading the kernel maps")?;
-        profiles.update(t, &sample, &mut resolver, s.rss_in_kernel());
-
-        let ctx = Ctx {
-            t,
-            cfg: &cfg,
-            profiles: &profiles,
-            sample: &sample,
-            incidents: &incidents,
-            mem_root: mem_root.as_ref(),
-        };
-        let mut events: Vec<Event> = kills
-            .iter()
-            .map(|k| {
-                let mut f = detect::oom::finding(&ctx, k);
-                detect::add_host(&mut f, &detect::host_context(&ctx));
-                incidents.instant(f, k.ts_unix_ms)
-            })
-            .collect();
-        let findings = detectors.run(&ctx, &s.ebpf);
-        events.extend(incidents.step(t, findings, |k| alive(&profiles, k)));
-        for e in events {
+        let tick = engine.tick(s, &cfg)?;
+        for e in tick.events {
             svc.emit(e);
         }
 
         let sinks = svc.sinks.as_ref().map(|x| x.status()).unwrap_or_default();
         svc.metrics.update(&metrics::Input {
-            t,
-            profiles: &profiles,
-            sample: &sample,
+            t: tick.t,
+            profiles: &engine.profiles,
+            sample: &engine.sample,
             probes: &s.probes,
             sinks: &sinks,
-            oom_kills: &kills,
+            oom_kills: &tick.kills,
         });
-        svc.hub.set_status(
-            json!({
-                "version": env!("CARGO_PKG_VERSION"),
-                "pid": std::process::id(),
-                "started": rfc3339(started_ms),
-                "uptime_s": t.round(),
-                "config": source.describe(),
-                "probes": s.probes.iter().map(|p| json!({
-                    "name": p.name, "working": p.working(), "detail": p.detail,
-                })).collect::<Vec<_>>(),
-                "sinks": sinks,
-                "counters": Counter::ALL.iter()
-                    .map(|&c| (c.name().to_string(), json!(sample.counters[c as usize])))
-                    .collect::<serde_json::Map<_, _>>(),
-                "open_incidents": incidents.open().count(),
-            })
-            .to_string(),
-        );
-
-        if keeper.due() {
-            keeper.run(s, &sample, &mut resolver);
+        // Status and frames are built only for someone asking: a daemon
+        // nobody watches pays nothing for them.
+        if svc.hub.status_wanted() {
+            svc.hub
+                .set_status(status(s, source, &engine, &sinks, started_ms, tick.t));
+        }
+        let Some(wanted) = svc.hub.frame_wanted() else {
+            svc.frames.clear();
+            continue;
+        };
+        {
+            let mode = Mode {
+                attached: true,
+                describe: format!(
+                    "attached to the daemon (pid {}) at {}",
+                    std::process::id(),
+                    cfg.api
+                        .socket
+                        .as_ref()
+                        .map_or_else(String::new, |p| p.display().to_string())
+                ),
+            };
+            let frame = svc
+                .frames
+                .build(&mut engine, s, mode, cfg.daemon.interval, &wanted);
+            svc.hub.set_frame(Arc::new(frame));
         }
     }
     svc.shutdown();
     Ok(())
 }
 
-/// The settings the loop's parts read at each tick.
-fn apply(cfg: &Config, incidents: &mut Incidents, profiles: &mut Profiles) {
-    incidents.set_resolve_after(cfg.daemon.resolve_after.as_secs_f64());
-    incidents.set_repeat(
-        cfg.daemon.repeat_after.as_secs_f64(),
-        cfg.daemon.repeat_max.as_secs_f64(),
-    );
-    profiles.long_wait = cfg
-        .deadlock
-        .hang_after
-        .min(cfg.deadlock.min_wait)
-        .as_secs_f64()
-        / 2.0;
+fn status(
+    s: &Sentinel,
+    source: &Source,
+    engine: &Engine,
+    sinks: &[crate::sink::SinkStatus],
+    started_ms: u64,
+    t: f64,
+) -> String {
+    json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "pid": std::process::id(),
+        "started": rfc3339(started_ms),
+        "uptime_s": t.round(),
+        "config": source.describe(),
+        "probes": s.probes.iter().map(|p| json!({
+            "name": p.name, "working": p.working(), "detail": p.detail,
+        })).collect::<Vec<_>>(),
+        "sinks": sinks,
+        "counters": Counter::ALL.iter()
+            .map(|&c| (c.name().to_string(), json!(engine.sample.counters[c as usize])))
+            .collect::<serde_json::Map<_, _>>(),
+        "open_incidents": engine.incidents.open().count(),
+    })
+    .to_string()
 }
 
 /// The daemon matters most when the host is out of memory, which is when
@@ -397,148 +363,4 @@ fn sleep_until(when: Instant, mut between: impl FnMut()) -> bool {
         std::thread::sleep((when - now).min(Duration::from_millis(100)));
         between();
     }
-}
-
-fn alive(p: &Profiles, k: &SubjectKey) -> bool {
-    match k {
-        SubjectKey::Process { pid, start } => p.procs.get(pid).is_some_and(|x| x.start == *start),
-        SubjectKey::Container { cgroup_id } => p.containers.contains_key(cgroup_id),
-        SubjectKey::Filesystem { dev } => p.filesystems.contains_key(dev),
-        SubjectKey::Host => true,
-    }
-}
-
-/// What only userspace can do for the kernel maps, once a minute.
-struct Housekeeping {
-    last: Instant,
-    drops: [u64; NUM_COUNTERS as usize],
-    /// Cgroup ids found dead at the previous pass: removed at this one, so
-    /// the counts their last processes folded in were sampled at least once.
-    dead: HashSet<u64>,
-}
-
-impl Default for Housekeeping {
-    fn default() -> Self {
-        Housekeeping {
-            last: Instant::now(),
-            drops: [0; NUM_COUNTERS as usize],
-            dead: HashSet::new(),
-        }
-    }
-}
-
-impl Housekeeping {
-    fn due(&self) -> bool {
-        self.last.elapsed() >= HOUSEKEEPING
-    }
-
-    fn run(&mut self, s: &mut Sentinel, sample: &Sample, resolver: &mut Resolver) {
-        self.last = Instant::now();
-        self.report_drops(sample);
-        if let Err(e) = self.prune_cgroups(s, sample, resolver) {
-            tracing::warn!("pruning CGROUPS: {e:#}");
-        }
-        // Live cgroups are found again by the next walk; dead ones matter
-        // only while the kernel still holds their counts.
-        let live: HashSet<u64> = sample.procs.values().map(|p| p.cgroup_id).collect();
-        resolver.retain(|id| sample.cgroups.contains_key(&id) || live.contains(&id));
-        if let Err(e) = prune_stacks(s) {
-            tracing::warn!("pruning STACKS: {e:#}");
-        }
-    }
-
-    /// Losses are counted in the kernel; the operator hears of them here
-    /// (and, per window, in `sentinel snapshot`'s `drops`).
-    fn report_drops(&mut self, sample: &Sample) {
-        let grown: Vec<String> = Counter::ALL
-            .iter()
-            .filter(|c| c.is_drop())
-            .filter_map(|&c| {
-                let (now, was) = (sample.counters[c as usize], self.drops[c as usize]);
-                (now > was).then(|| format!("{} +{}", c.name(), now - was))
-            })
-            .collect();
-        self.drops = sample.counters;
-        if !grown.is_empty() {
-            tracing::warn!(
-                "kernel-side losses in the last minute: {}",
-                grown.join(", ")
-            );
-        }
-    }
-
-    /// Exited processes fold their counters into their cgroup's entry, so
-    /// on a host that churns containers the map would fill with the dead.
-    fn prune_cgroups(
-        &mut self,
-        s: &mut Sentinel,
-        sample: &Sample,
-        resolver: &mut Resolver,
-    ) -> Result<()> {
-        let in_use: HashSet<u64> = sample.procs.values().map(|p| p.cgroup_id).collect();
-        let dead: HashSet<u64> = sample
-            .cgroups
-            .keys()
-            .copied()
-            .filter(|id| !in_use.contains(id))
-            .filter(|&id| match resolver.path(id) {
-                Some(path) => resolver.id_of(&path) != Some(id),
-                None => true,
-            })
-            .collect();
-        let map = s
-            .ebpf
-            .map_mut(maps::CGROUPS)
-            .context("map CGROUPS missing")?;
-        let mut cgroups: BpfHashMap<&mut MapData, u64, CgroupStats> = BpfHashMap::try_from(map)?;
-        let mut removed = 0;
-        for id in dead.intersection(&self.dead) {
-            if cgroups.remove(id).is_ok() {
-                removed += 1;
-            }
-        }
-        if removed > 0 {
-            tracing::debug!("removed {removed} dead cgroups from CGROUPS");
-        }
-        self.dead = dead;
-        Ok(())
-    }
-}
-
-/// Stacks are kept while a thread's wait entry names them (the probe reuses
-/// a thread's last stack). Ids are listed before the waits are read, so a
-/// stack stored after the listing is never removed; one stored between its
-/// listing and its wait entry's write (a few instructions in one probe run)
-/// could be, and would show as a missing stack.
-fn prune_stacks(s: &mut Sentinel) -> Result<()> {
-    let ids: Vec<u32> = {
-        let map = s.ebpf.map(maps::STACKS).context("map STACKS missing")?;
-        let stacks = StackTraceMap::<&MapData>::try_from(map)?;
-        stacks.stack_ids().filter_map(|r| r.ok()).collect()
-    };
-    let used: HashSet<u32> = {
-        let map = s
-            .ebpf
-            .map(maps::FUTEX_WAITS)
-            .context("map FUTEX_WAITS missing")?;
-        let waits: BpfHashMap<&MapData, u32, FutexWait> = BpfHashMap::try_from(map)?;
-        waits
-            .iter()
-            .filter_map(|r| r.ok())
-            .filter(|(_, w)| w.stack_id >= 0)
-            .map(|(_, w)| w.stack_id as u32)
-            .collect()
-    };
-    let map = s.ebpf.map_mut(maps::STACKS).context("map STACKS missing")?;
-    let mut stacks = StackTraceMap::<&mut MapData>::try_from(map)?;
-    let mut removed = 0;
-    for id in ids.iter().filter(|id| !used.contains(id)) {
-        if stacks.remove(id).is_ok() {
-            removed += 1;
-        }
-    }
-    if removed > 0 {
-        tracing::debug!("removed {removed} unreferenced stacks");
-    }
-    Ok(())
 }

@@ -78,6 +78,28 @@ enum Cmd {
         )]
         socket: std::path::PathBuf,
     },
+    /// The live view: who is growing, stuck or writing, and what sentinel
+    /// flagged. Reads the running daemon through its socket; with no daemon
+    /// there, runs the probes itself (as root).
+    Top {
+        /// Time between refreshes, e.g. 1s, 500ms, 5s.
+        #[arg(long, default_value = "1s", value_parser = parse_interval)]
+        interval: Duration,
+        /// The daemon's API socket.
+        #[arg(
+            long,
+            value_name = "PATH",
+            default_value = "/run/sentinel/sentinel.sock",
+            env = "SENTINEL_SOCKET"
+        )]
+        socket: std::path::PathBuf,
+        /// Print one plain-text screen and exit.
+        #[arg(long)]
+        once: bool,
+        /// With --once: print the screen's data as one JSON object.
+        #[arg(long, requires = "once")]
+        json: bool,
+    },
     /// Attach, observe for a while, and print what the kernel saw.
     Snapshot {
         /// How long to observe, e.g. 2s, 500ms, 1m.
@@ -115,7 +137,7 @@ fn main() -> ExitCode {
         }
     };
     tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
+        .with_writer(sentinel::top::logs::Writer::default)
         .with_env_filter(filter)
         .with_target(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -218,6 +240,20 @@ fn run(cli: Cli) -> Result<ExitCode> {
             };
             install_stop_handler();
             daemon::run(&mut s, &source, cfg, services)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Top {
+            interval,
+            socket,
+            once,
+            json,
+        } => {
+            sentinel::top::run(&sentinel::top::Options {
+                interval,
+                socket,
+                once,
+                json,
+            })?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Events {
@@ -328,6 +364,16 @@ fn load() -> Result<Option<Sentinel>> {
         }
         Err(LoadError::Other(e)) => Err(e),
     }
+}
+
+/// A refresh interval: at least 100 ms (faster only burns CPU), at most
+/// a minute.
+fn parse_interval(s: &str) -> Result<Duration, String> {
+    let d = units::parse_duration(s)?;
+    if d < Duration::from_millis(100) || d > Duration::from_secs(60) {
+        return Err(format!("{s}: the interval must be between 100ms and 60s"));
+    }
+    Ok(d)
 }
 
 fn humantime(d: Duration) -> String {

@@ -136,6 +136,7 @@ pub struct Stat {
     /// The leader's name, NUL-padded (the kernel's 16-byte `comm`).
     pub comm: [u8; 16],
     pub state: u8,
+    pub ppid: u32,
     /// The task's `PF_*` flags.
     pub flags: u32,
     pub majflt: u64,
@@ -208,6 +209,7 @@ pub fn parse_stat(text: &str) -> Option<Stat> {
     Some(Stat {
         comm,
         state: *f.first()?.as_bytes().first()?,
+        ppid: n(4)? as u32,
         flags: n(9)? as u32,
         majflt: n(12)?,
         utime: n(14)?,
@@ -283,6 +285,7 @@ mod tests {
             Stat {
                 comm: *b"a) b (c)\0\0\0\0\0\0\0\0",
                 state: b'S',
+                ppid: 1,
                 flags: 4194560,
                 majflt: 7,
                 utime: 350,

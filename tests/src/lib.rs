@@ -20,6 +20,8 @@
 //!   unmounted and removed on drop.
 //! - [`measured`]: `MEASURED <test> key=value ...` lines, printed past
 //!   libtest's capture so a run's numbers can be collected with grep.
+//! - [`tmux::Tmux`]: a private tmux server whose pane runs a terminal UI
+//!   (`sentinel top`), driven with keys and read with `capture-pane`.
 //!
 //! Tests return `anyhow::Result<()>`; a test that cannot run calls [`skip!`],
 //! which prints a `SKIP` line past libtest's output capture and returns.
@@ -33,6 +35,7 @@ pub mod prometheus;
 pub mod receiver;
 pub mod report;
 pub mod sentinel;
+pub mod tmux;
 pub mod workload;
 
 use std::io::Write;

@@ -1,7 +1,8 @@
 //! `cargo xtask bench`: what sentinel's probes cost the workloads they
 //! watch, next to bpftrace doing comparable work, then what `sentinel
 //! daemon` itself costs to run: idle, on a host with many processes, and
-//! during a page-fault storm.
+//! during a page-fault storm; then what `sentinel top` costs to keep open
+//! on a host with thousands of processes, next to procps top ([`top`]).
 //!
 //! The machines are noisy, so configurations are interleaved round by round
 //! (their order rotating) and medians are reported, never a single run.
@@ -23,6 +24,8 @@ use anyhow::{Context, Result, bail};
 use crate::bootstrap::{Need, bootstrap};
 use crate::build::{Profile, build};
 use crate::cmd::{self, describe, is_root};
+
+mod top;
 
 /// Attaching can take a while on a loaded 2-core machine (BTF parsing,
 /// verifier); beyond this something is wrong.
@@ -98,6 +101,9 @@ pub enum Part {
     /// `sentinel daemon`'s own CPU and memory: idle, on a busy host and
     /// during a page-fault storm.
     Daemon,
+    /// `sentinel top`'s own CPU and memory with thousands of processes,
+    /// standalone and attached, next to procps top.
+    Top,
 }
 
 pub struct Options {
@@ -108,6 +114,8 @@ pub struct Options {
     pub only: Option<Part>,
     /// Processes the busy-host scenario keeps alive.
     pub procs: usize,
+    /// Idle processes the top scenario keeps alive.
+    pub top_procs: usize,
 }
 
 struct Env {
@@ -131,8 +139,8 @@ pub fn bench(opts: Options) -> Result<()> {
     if opts.rounds == 0 || !(opts.seconds > 0.0 && opts.seconds.is_finite()) {
         bail!("--rounds must be at least 1 and --seconds a positive number");
     }
-    if opts.procs == 0 {
-        bail!("--procs must be at least 1");
+    if opts.procs == 0 || opts.top_procs == 0 {
+        bail!("--procs and --top-procs must be at least 1");
     }
     let tc = bootstrap(Need::Everything)?;
     let art = build(&tc, Profile::Release)?;
@@ -164,11 +172,15 @@ pub fn bench(opts: Options) -> Result<()> {
         shown_sentinel_log: Cell::new(false),
     };
 
-    if opts.only != Some(Part::Daemon) {
+    let runs = |part: Part| opts.only.is_none_or(|only| only == part);
+    if runs(Part::Micro) {
         micro(&env, &opts)?;
     }
-    if opts.only != Some(Part::Micro) {
+    if runs(Part::Daemon) {
         daemon_cost(&env, &opts)?;
+    }
+    if runs(Part::Top) {
+        top::top_cost(&env, &opts)?;
     }
     Ok(())
 }

@@ -38,8 +38,9 @@ const BPF_LINKER: &str = "bpf-linker@0.13.0";
 pub enum Need {
     Build,
     /// Build plus what the integration tests run: gcc and python3 (C and
-    /// Python workloads), Prometheus (promtool, a real scraper) and
-    /// Alertmanager (a real receiver).
+    /// Python workloads), Prometheus (promtool, a real scraper),
+    /// Alertmanager (a real receiver) and tmux (the terminal `sentinel top`
+    /// is driven in).
     Test,
     /// Build plus bpftrace (benchmark peer, test oracle), tmux (TUI tests),
     /// gcc and python3 (the tests compile C workloads and run Python ones).
@@ -66,7 +67,13 @@ pub fn bootstrap(need: Need) -> Result<Toolchain> {
     let tools: &[&str] = match need {
         Need::Build => &[],
         // Command names that are also their Debian package names.
-        Need::Test => &["gcc", "python3", "prometheus", "prometheus-alertmanager"],
+        Need::Test => &[
+            "gcc",
+            "python3",
+            "prometheus",
+            "prometheus-alertmanager",
+            "tmux",
+        ],
         Need::Everything => &[
             "bpftrace",
             "tmux",

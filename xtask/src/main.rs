@@ -55,7 +55,8 @@ enum Command {
     /// Build, then run the unit and integration tests (what CI runs).
     Test,
     /// Measure the slowdown sentinel's probes cause on microbenchmarks,
-    /// next to bpftrace, then the daemon's own CPU and memory (root).
+    /// next to bpftrace, then the daemon's own CPU and memory, then `sentinel
+    /// top`'s next to procps top (root).
     Bench {
         /// Rounds; each measures every benchmark under every setup. For the
         /// daemon: the number of slices of each measurement.
@@ -65,12 +66,16 @@ enum Command {
         /// seconds, at least 30 s.
         #[arg(long, default_value_t = 2.0)]
         seconds: f64,
-        /// Run only one part: the microbenchmarks or the daemon's cost.
+        /// Run only one part: the microbenchmarks, the daemon's cost or
+        /// top's cost.
         #[arg(long, value_enum)]
         only: Option<bench::Part>,
         /// Processes the daemon's busy-host scenario keeps alive.
         #[arg(long, default_value_t = 500)]
         procs: usize,
+        /// Idle processes on the host while `top` is measured.
+        #[arg(long, default_value_t = 5000)]
+        top_procs: usize,
         /// Print every measurement and the raw per-round numbers.
         #[arg(long, short)]
         verbose: bool,
@@ -104,6 +109,7 @@ fn run(cli: Cli) -> Result<()> {
             seconds,
             only,
             procs,
+            top_procs,
             verbose,
         } => bench::bench(bench::Options {
             rounds,
@@ -111,6 +117,7 @@ fn run(cli: Cli) -> Result<()> {
             verbose,
             only,
             procs,
+            top_procs,
         })?,
     }
     Ok(())

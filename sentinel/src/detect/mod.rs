@@ -93,6 +93,11 @@ impl Detectors {
         }
     }
 
+    /// The symbolized stacks the deadlock detector keeps, for `top`.
+    pub fn stacks(&mut self) -> &mut deadlock::Stacks {
+        &mut self.stacks
+    }
+
     pub fn run(&mut self, ctx: &Ctx, ebpf: &Ebpf) -> Vec<Finding> {
         let mut out = bloat::detect(ctx);
         let deadlocks = deadlock::detect(ctx, ebpf, &mut self.stacks);

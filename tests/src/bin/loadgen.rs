@@ -3,6 +3,7 @@
 //!
 //! usage: loadgen <faults|futex|syscall|dio> [--seconds S] [--dir DIR]
 //!        loadgen procs [--procs N] [--seconds S]
+//!        loadgen sleepers [--procs N] [--seconds S]
 //!        loadgen storm [--seconds S]
 //!
 //! Each workload hammers one kernel path that sentinel probes, so the rate
@@ -21,6 +22,12 @@
 //! stderr once every child has faulted, runs until SIGTERM/SIGINT or
 //! `--seconds`, kills and reaps its children, and prints how many were
 //! still alive at the end.
+//!
+//! `sleepers` is `procs` with children that never wake up: each faults its
+//! pages once, reports ready and then sleeps in pause(2) until it is killed.
+//! It is the host full of idle processes of the `top` bench (5,000 of them
+//! by default there): what a monitor pays to list processes that do
+//! nothing. Same ready line, same ending.
 //!
 //! `storm` is the `faults` workload as a background load for the same
 //! bench: one process faulting fresh anonymous pages as fast as it can (a
@@ -44,6 +51,7 @@ type Result<T> = std::result::Result<T, String>;
 
 const USAGE: &str = "usage: loadgen <faults|futex|syscall|dio> [--seconds S] [--dir DIR]\n       \
                      loadgen procs [--procs N] [--seconds S]\n       \
+                     loadgen sleepers [--procs N] [--seconds S]\n       \
                      loadgen storm [--seconds S]";
 
 fn main() -> ExitCode {
@@ -98,7 +106,8 @@ fn run() -> Result<f64> {
         "futex" => futex(duration),
         "syscall" => Ok(syscall(duration)),
         "dio" => dio(duration, &dir),
-        "procs" => procs(procs_n, duration),
+        "procs" => procs(procs_n, duration, true),
+        "sleepers" => procs(procs_n, duration, false),
         "storm" => storm(duration),
         other => Err(format!("unknown workload {other:?}\n{USAGE}")),
     }
@@ -426,9 +435,10 @@ fn catch_stop_signals() {
 /// Pages each `procs` child drops and faults back in every second.
 const PROCS_PAGES: usize = 4;
 
-/// Keeps `n` processes alive, each faulting `PROCS_PAGES` pages a second.
-/// Returns how many were still alive at the end (all of them, normally).
-fn procs(n: usize, duration: Duration) -> Result<f64> {
+/// Keeps `n` processes alive, each faulting `PROCS_PAGES` pages a second
+/// when `active`, else once and then sleeping. Returns how many were still
+/// alive at the end (all of them, normally).
+fn procs(n: usize, duration: Duration, active: bool) -> Result<f64> {
     catch_stop_signals();
     let mut fds = [0 as libc::c_int; 2];
     // SAFETY: pipe writes two fds into the array.
@@ -449,7 +459,7 @@ fn procs(n: usize, duration: Duration) -> Result<f64> {
                 failure = Some(os_error(&format!("fork of child {} of {n}", i + 1)));
                 break;
             }
-            0 => unsafe { procs_child(parent, ready_r, ready_w, page, i, n) },
+            0 => unsafe { procs_child(parent, ready_r, ready_w, page, i, n, active) },
             pid => children.push(pid),
         }
     }
@@ -515,6 +525,7 @@ unsafe fn procs_child(
     page: usize,
     index: usize,
     n: usize,
+    active: bool,
 ) -> ! {
     unsafe {
         libc::signal(libc::SIGTERM, libc::SIG_DFL);
@@ -549,6 +560,11 @@ unsafe fn procs_child(
             libc::_exit(1);
         }
         libc::close(ready_w);
+        if !active {
+            loop {
+                libc::pause();
+            }
+        }
         // Spread the wake-ups over the second instead of 500 at once.
         let phase_ns = (index as u64 * 1_000_000_000 / n as u64) as libc::c_long;
         let phase = libc::timespec {

@@ -31,6 +31,9 @@
 //!   threads <n>                  n extra threads that park forever; "ready threads=T" (T from
 //!                                /proc/self/status, main thread included) once all exist
 //!   idle                         nothing (harness self-tests)
+//!   named <comm> <subcommand...> sets its comm (PR_SET_NAME, at most 15 bytes) to <comm>, then runs
+//!                                the subcommand: a name no other process has, for tests that find
+//!                                their workload by name (`sentinel top`'s filter)
 
 use std::cell::UnsafeCell;
 use std::collections::VecDeque;
@@ -44,7 +47,15 @@ const MIB: usize = 1 << 20;
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    match args.as_slice() {
+    run(&args)
+}
+
+fn run(args: &[&str]) {
+    match args {
+        ["named", comm, rest @ ..] => {
+            set_comm(comm);
+            run(rest)
+        }
         ["faults", mib] => faults(parse(mib)),
         ["rss", mib] => faults(parse(mib)),
         ["deadlock"] => deadlock(),
@@ -67,6 +78,19 @@ fn main() {
             linger()
         }
         _ => die(&format!("unknown arguments {args:?}; see the module docs")),
+    }
+}
+
+/// The kernel keeps 15 bytes of a comm and silently cuts the rest; a test
+/// that looked for the full name would never find it, so refuse instead.
+fn set_comm(comm: &str) {
+    if comm.is_empty() || comm.len() > 15 {
+        die(&format!("comm {comm:?} must be 1 to 15 bytes"));
+    }
+    let c = CString::new(comm).unwrap_or_else(|_| die("comm contains NUL"));
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes.
+    if unsafe { libc::prctl(libc::PR_SET_NAME, c.as_ptr()) } != 0 {
+        die(&format!("prctl(PR_SET_NAME, {comm:?}): {}", errno()));
     }
 }
 
