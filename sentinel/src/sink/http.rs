@@ -55,6 +55,12 @@ impl Client {
             let hn = HeaderName::from_bytes(k.as_bytes())
                 .ok()
                 .with_context(|| format!("sink {name}: {k:?} is not a valid header name"))?;
+            if hn == "idempotency-key" {
+                bail!(
+                    "sink {name}: headers: Idempotency-Key is set by sentinel, one per event \
+                     (the receiver drops retried deliveries by it); remove it"
+                );
+            }
             let mut hv = HeaderValue::from_str(v.expose()).ok().with_context(|| {
                 format!("sink {name}: header {k}: the value is not a valid header value")
             })?;
@@ -86,8 +92,12 @@ impl Client {
         let mut req = self
             .agent
             .post(self.url.expose())
-            .header("Content-Type", "application/json")
             .header("Idempotency-Key", key);
+        // A configured Content-Type (some receivers want their own) is sent
+        // instead of ours, not beside it.
+        if !self.headers.iter().any(|(k, _)| k == "content-type") {
+            req = req.header("Content-Type", "application/json");
+        }
         for (k, v) in &self.headers {
             req = req.header(k, v);
         }
@@ -227,6 +237,65 @@ mod tests {
             !msg.contains("SECRETTOKEN") && msg.contains("Authorization"),
             "{msg}"
         );
+    }
+
+    /// The request head one POST sends, as a receiver on loopback reads it.
+    fn request_head(headers: Vec<(String, Secret)>) -> String {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let server = std::thread::spawn(move || {
+            let (conn, _) = listener.accept().unwrap();
+            let mut head = String::new();
+            let mut r = BufReader::new(&conn);
+            loop {
+                let mut line = String::new();
+                if r.read_line(&mut line).unwrap() == 0 || line == "\r\n" {
+                    break;
+                }
+                head.push_str(&line);
+            }
+            (&conn)
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                .unwrap();
+            head
+        });
+        let c = Client::new(&hook(headers), &url, &RootCerts::WebPki).unwrap();
+        c.post("event-1", b"{}").unwrap();
+        server.join().unwrap().to_ascii_lowercase()
+    }
+
+    #[test]
+    fn configured_headers_replace_ours_and_idempotency_is_ours() {
+        let head = request_head(vec![]);
+        assert_eq!(
+            head.matches("content-type: application/json").count(),
+            1,
+            "{head}"
+        );
+        assert_eq!(
+            head.matches("idempotency-key: event-1").count(),
+            1,
+            "{head}"
+        );
+        let head = request_head(vec![(
+            "Content-Type".into(),
+            Secret::new("application/vnd.x+json"),
+        )]);
+        assert_eq!(head.matches("content-type:").count(), 1, "{head}");
+        assert!(
+            head.contains("content-type: application/vnd.x+json"),
+            "{head}"
+        );
+
+        let h = vec![("Idempotency-Key".into(), Secret::new("fixed"))];
+        let msg = format!(
+            "{:#}",
+            Client::new(&hook(h), "http://127.0.0.1:1/", &RootCerts::WebPki)
+                .err()
+                .unwrap()
+        );
+        assert!(msg.contains("Idempotency-Key is set by sentinel"), "{msg}");
     }
 
     #[test]
