@@ -895,6 +895,14 @@ impl<'a> Reader<'a> {
             None => {}
             Some(Value::Table(h)) => {
                 for (name, v) in h {
+                    if name.eq_ignore_ascii_case("idempotency-key") {
+                        let reason = "sentinel sets Idempotency-Key itself, one per event \
+                                      (receivers drop retried deliveries by it); remove it"
+                            .to_string();
+                        self.fail_webhook(n, Some(&format!("headers.{name}")), At::Key, reason);
+                        ok = false;
+                        continue;
+                    }
                     match header_value(v) {
                         Ok(s) => headers.push((name.clone(), s)),
                         Err(reason) => {
@@ -2031,6 +2039,12 @@ max_bytes = "1MB"
             5,
             "sink.webhook[2].headers.A",
             "cannot read /nonexistent",
+        );
+        case(
+            &format!("{two}url = \"http://b/\"\nheaders = {{ Idempotency-Key = \"x\" }}\n"),
+            5,
+            "sink.webhook[2].headers.Idempotency-Key",
+            "sentinel sets Idempotency-Key itself",
         );
         case(
             "[sink]\nwebhook = 3\n",
