@@ -131,19 +131,7 @@ impl Hub {
         let asked = Instant::now();
         let mut st = lock(&self.state);
         st.status_asked = Some(asked);
-        let deadline = asked + FRESH_WAIT;
-        while st.status_at.is_none_or(|t| t < asked) && !self.closed.load(Ordering::Relaxed) {
-            let now = Instant::now();
-            if now >= deadline {
-                break;
-            }
-            st = self
-                .changed
-                .wait_timeout(st, deadline - now)
-                .map(|(g, _)| g)
-                .unwrap_or_else(|e| e.into_inner().0);
-        }
-        st.status.clone()
+        self.wait_built(st, asked, |st| st.status_at).status.clone()
     }
 
     /// Waits (up to FRESH_WAIT) for a frame built after now, which has
@@ -155,8 +143,19 @@ impl Hub {
             Some(w) => w.1 = asked,
             None => st.frame_asked.push((detail, asked)),
         }
+        self.wait_built(st, asked, |st| st.frame_at).frame.clone()
+    }
+
+    /// Waits until `built` says something was built at or after `asked`,
+    /// the hub closes, or FRESH_WAIT passes.
+    fn wait_built<'a>(
+        &self,
+        mut st: std::sync::MutexGuard<'a, HubState>,
+        asked: Instant,
+        built: impl Fn(&HubState) -> Option<Instant>,
+    ) -> std::sync::MutexGuard<'a, HubState> {
         let deadline = asked + FRESH_WAIT;
-        while st.frame_at.is_none_or(|t| t < asked) && !self.closed.load(Ordering::Relaxed) {
+        while built(&st).is_none_or(|t| t < asked) && !self.closed.load(Ordering::Relaxed) {
             let now = Instant::now();
             if now >= deadline {
                 break;
@@ -167,7 +166,7 @@ impl Hub {
                 .map(|(g, _)| g)
                 .unwrap_or_else(|e| e.into_inner().0);
         }
-        st.frame.clone()
+        st
     }
 
     /// Wakes every follower so it can see the hub is closed.

@@ -658,40 +658,73 @@ fn draw_procs(f: &mut TermFrame, app: &App, area: Rect) {
         .iter()
         .map(|&c| proc_spec(c, app.tree))
         .collect();
-    let keep = fit(&specs, area.width);
-    let sorted = ProcCol::ALL[app.proc_sort.col];
-    let header = header_row(
-        ProcCol::ALL
+    let procs = &app.frame.procs;
+    draw_table(
+        f,
+        app,
+        area,
+        TableView {
+            cols: &ProcCol::ALL,
+            specs: &specs,
+            sorted: ProcCol::ALL[app.proc_sort.col],
+            title: |c| c.title(),
+            list: &app.procs,
+            pos: &app.procs_pos,
+            what: "processes",
+        },
+        |r, c| proc_cell(&procs[r.idx as usize], c, r),
+        |r| &procs[r.idx as usize].flags,
+    );
+}
+
+/// What a table view shows: its columns, their specs, the sort column, and
+/// the rows (indices into the frame) with the selection.
+struct TableView<'a, C> {
+    cols: &'a [C],
+    specs: &'a [ColSpec],
+    sorted: C,
+    title: fn(C) -> &'static str,
+    list: &'a [RowRef],
+    pos: &'a ListPos,
+    what: &'static str,
+}
+
+/// The columns that fit, the header with the sort mark, and only the rows
+/// on screen turned into widgets.
+fn draw_table<'a, C: Copy + PartialEq>(
+    f: &mut TermFrame,
+    app: &App,
+    area: Rect,
+    t: TableView<'a, C>,
+    cell_text: impl Fn(&RowRef, C) -> String,
+    flags: impl Fn(&RowRef) -> &'a [Flag],
+) {
+    let keep = fit(t.specs, area.width);
+    let shown = || {
+        t.cols
             .iter()
-            .zip(&specs)
+            .zip(t.specs)
             .zip(&keep)
             .filter(|(_, k)| **k)
-            .map(|((c, s), _)| (c.title(), *s, *c == sorted)),
-    );
+            .map(|((&c, s), _)| (c, *s))
+    };
+    let header = header_row(shown().map(|(c, s)| ((t.title)(c), s, c == t.sorted)));
     let [head, rows_area] =
         Layout::vertical([Constraint::Length(1), Constraint::Min(0)]).areas(area);
     let height = rows_area.height as usize;
     app.page.set(height);
-    let range = window(&app.procs_pos, app.procs.len(), height);
-    let rows = app.procs[range.clone()].iter().enumerate().map(|(i, r)| {
-        let p = &app.frame.procs[r.idx as usize];
-        let selected = range.start + i == app.procs_pos.cursor;
-        Row::new(
-            ProcCol::ALL
-                .iter()
-                .zip(&specs)
-                .zip(&keep)
-                .filter(|(_, k)| **k)
-                .map(|((&c, s), _)| cell(proc_cell(p, c, r), s.right)),
-        )
-        .style(row_style(&p.flags, selected))
+    let range = window(t.pos, t.list.len(), height);
+    let rows = t.list[range.clone()].iter().enumerate().map(|(i, r)| {
+        let selected = range.start + i == t.pos.cursor;
+        Row::new(shown().map(|(c, s)| cell(cell_text(r, c), s.right)))
+            .style(row_style(flags(r), selected))
     });
-    let table = Table::new(rows, widths(&specs, &keep, area.width))
+    let table = Table::new(rows, widths(t.specs, &keep, area.width))
         .header(header)
         .column_spacing(1);
-    if app.procs.is_empty() {
+    if t.list.is_empty() {
         f.render_widget(table, head);
-        empty_note(f, app, rows_area, "processes");
+        empty_note(f, app, rows_area, t.what);
         return;
     }
     f.render_widget(table, area);
@@ -732,43 +765,23 @@ fn indent(depth: u16, name: &str) -> String {
 
 fn draw_containers(f: &mut TermFrame, app: &App, area: Rect) {
     let specs: Vec<ColSpec> = ContCol::ALL.iter().map(|&c| cont_spec(c)).collect();
-    let keep = fit(&specs, area.width);
-    let sorted = ContCol::ALL[app.cont_sort.col];
-    let header = header_row(
-        ContCol::ALL
-            .iter()
-            .zip(&specs)
-            .zip(&keep)
-            .filter(|(_, k)| **k)
-            .map(|((c, s), _)| (c.title(), *s, *c == sorted)),
+    let conts = &app.frame.containers;
+    draw_table(
+        f,
+        app,
+        area,
+        TableView {
+            cols: &ContCol::ALL,
+            specs: &specs,
+            sorted: ContCol::ALL[app.cont_sort.col],
+            title: |c| c.title(),
+            list: &app.conts,
+            pos: &app.conts_pos,
+            what: "containers",
+        },
+        |r, c| cont_cell(&conts[r.idx as usize], c, r),
+        |r| &conts[r.idx as usize].flags,
     );
-    let [head, rows_area] =
-        Layout::vertical([Constraint::Length(1), Constraint::Min(0)]).areas(area);
-    let height = rows_area.height as usize;
-    app.page.set(height);
-    let range = window(&app.conts_pos, app.conts.len(), height);
-    let rows = app.conts[range.clone()].iter().enumerate().map(|(i, r)| {
-        let c = &app.frame.containers[r.idx as usize];
-        let selected = range.start + i == app.conts_pos.cursor;
-        Row::new(
-            ContCol::ALL
-                .iter()
-                .zip(&specs)
-                .zip(&keep)
-                .filter(|(_, k)| **k)
-                .map(|((&col, s), _)| cell(cont_cell(c, col, r), s.right)),
-        )
-        .style(row_style(&c.flags, selected))
-    });
-    let table = Table::new(rows, widths(&specs, &keep, area.width))
-        .header(header)
-        .column_spacing(1);
-    if app.conts.is_empty() {
-        f.render_widget(table, head);
-        empty_note(f, app, rows_area, "containers");
-        return;
-    }
-    f.render_widget(table, area);
 }
 
 /// A cgroup's name in the tree: the runtime's name when it has one, else
