@@ -28,6 +28,27 @@ pub struct Workload {
 }
 
 impl Workload {
+    /// `workload write-rate FILE MIB_S SECONDS` in `cgroup`, spawned and
+    /// ready. Not yet released: the caller sends `go` when its clock starts.
+    pub fn writer(
+        bin: &str,
+        cgroup: &TestCgroup,
+        file: &std::path::Path,
+        mib_s: u64,
+        seconds: u64,
+    ) -> Result<Self> {
+        let args = [
+            "write-rate".to_string(),
+            file.to_string_lossy().into_owned(),
+            mib_s.to_string(),
+            seconds.to_string(),
+        ];
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut w = Workload::spawn(bin, &args, cgroup)?;
+        w.expect("ready", Duration::from_secs(60))?;
+        Ok(w)
+    }
+
     /// Spawns `bin args...` already inside `cgroup` (it joins between fork
     /// and exec), with stdin/stdout/stderr piped.
     pub fn spawn(bin: &str, args: &[&str], cgroup: &TestCgroup) -> Result<Self> {

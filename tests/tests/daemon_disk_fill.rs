@@ -51,18 +51,8 @@ fn disk_fill_fires_for_the_filling_filesystem_and_resolves() -> Result<()> {
     // every 60 s.
     let daemon = Daemon::start(CONFIG)?;
 
-    let mut w = Workload::spawn(
-        workload_bin!(),
-        &[
-            "write-rate",
-            &file.to_string_lossy(),
-            &RATE_MIB_S.to_string(),
-            &WRITE_SECONDS.to_string(),
-        ],
-        &cg,
-    )?;
+    let mut w = Workload::writer(workload_bin!(), &cg, &file, RATE_MIB_S, WRITE_SECONDS)?;
     let pid = w.pid();
-    w.expect("ready", Duration::from_secs(60))?;
     let at_go = fs.space()?;
     w.go()?;
     let go = Instant::now();

@@ -55,18 +55,8 @@ fn prometheus_computes_a_containers_write_rate() -> Result<()> {
         "[metrics]\nlisten = \"{listen}\"\nmin_container_age = \"1s\"\n"
     ))?;
 
-    let mut w = Workload::spawn(
-        workload_bin!(),
-        &[
-            "write-rate",
-            &file.to_string_lossy(),
-            &RATE_MIB_S.to_string(),
-            &WRITE_SECONDS.to_string(),
-        ],
-        &cg,
-    )?;
+    let mut w = Workload::writer(workload_bin!(), &cg, &file, RATE_MIB_S, WRITE_SECONDS)?;
     let pid = w.pid();
-    w.expect("ready", Duration::from_secs(60))?;
     w.go()?;
     let go = Instant::now();
 

@@ -32,18 +32,8 @@ fn write_budget_overrun_fires_and_resolves() -> Result<()> {
     let path = cg.path();
     let daemon = Daemon::start(CONFIG)?;
 
-    let mut w = Workload::spawn(
-        workload_bin!(),
-        &[
-            "write-rate",
-            &file.to_string_lossy(),
-            &RATE_MIB_S.to_string(),
-            &WRITE_SECONDS.to_string(),
-        ],
-        &cg,
-    )?;
+    let mut w = Workload::writer(workload_bin!(), &cg, &file, RATE_MIB_S, WRITE_SECONDS)?;
     let pid = w.pid();
-    w.expect("ready", Duration::from_secs(60))?;
     w.go()?;
     let go = Instant::now();
 
