@@ -16,6 +16,13 @@ use sentinel_common::{
     ProcStats, maps,
 };
 
+impl Sample {
+    /// How long a thread has been waiting, at this sample.
+    pub fn waited_s(&self, w: &FutexWait) -> f64 {
+        self.mono_ns.saturating_sub(w.start_ns) as f64 / 1e9
+    }
+}
+
 #[derive(Default)]
 pub struct Sample {
     /// CLOCK_MONOTONIC, the clock of `bpf_ktime_get_ns`.

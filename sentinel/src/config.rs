@@ -37,6 +37,9 @@ pub struct Config {
 
 /// Where the daemon reads its config when `--config` is not given. A
 /// missing file there means all defaults.
+/// Where the daemon's API listens unless `[api] socket` says otherwise,
+/// and where `sentinel events` and `sentinel top` look for it.
+pub const DEFAULT_SOCKET: &str = "/run/sentinel/sentinel.sock";
 pub const DEFAULT_PATH: &str = "/etc/sentinel/sentinel.toml";
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -134,7 +137,7 @@ pub struct Api {
 impl Default for Api {
     fn default() -> Self {
         Self {
-            socket: Some(PathBuf::from("/run/sentinel/sentinel.sock")),
+            socket: Some(PathBuf::from(DEFAULT_SOCKET)),
             group: None,
         }
     }

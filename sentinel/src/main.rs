@@ -69,14 +69,8 @@ enum Cmd {
         /// One JSON object per line, as the daemon's json log.
         #[arg(long)]
         json: bool,
-        /// The daemon's API socket.
-        #[arg(
-            long,
-            value_name = "PATH",
-            default_value = "/run/sentinel/sentinel.sock",
-            env = "SENTINEL_SOCKET"
-        )]
-        socket: std::path::PathBuf,
+        #[command(flatten)]
+        socket: Socket,
     },
     /// The live view: who is growing, stuck or writing, and what sentinel
     /// flagged. Reads the running daemon through its socket; with no daemon
@@ -85,14 +79,8 @@ enum Cmd {
         /// Time between refreshes, e.g. 1s, 500ms, 5s.
         #[arg(long, default_value = "1s", value_parser = parse_interval)]
         interval: Duration,
-        /// The daemon's API socket.
-        #[arg(
-            long,
-            value_name = "PATH",
-            default_value = "/run/sentinel/sentinel.sock",
-            env = "SENTINEL_SOCKET"
-        )]
-        socket: std::path::PathBuf,
+        #[command(flatten)]
+        socket: Socket,
         /// Print one plain-text screen and exit.
         #[arg(long)]
         once: bool,
@@ -115,6 +103,19 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// The running daemon's API socket, for the commands that talk to it.
+#[derive(clap::Args)]
+struct Socket {
+    /// The daemon's API socket.
+    #[arg(
+        long = "socket",
+        value_name = "PATH",
+        default_value = config::DEFAULT_SOCKET,
+        env = "SENTINEL_SOCKET"
+    )]
+    path: std::path::PathBuf,
 }
 
 fn main() -> ExitCode {
@@ -250,7 +251,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         } => {
             sentinel::top::run(&sentinel::top::Options {
                 interval,
-                socket,
+                socket: socket.path,
                 once,
                 json,
             })?;
@@ -269,7 +270,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             install_stop_handler();
             let req = serde_json::json!({"cmd": "events", "since_ms": since_ms, "follow": follow});
             let mut out = std::io::stdout().lock();
-            let written = api::client::request(&socket, &req, |line| {
+            let written = api::client::request(&socket.path, &req, |line| {
                 let text = if json {
                     line.to_string()
                 } else {

@@ -220,6 +220,32 @@ pub fn parse_stat(text: &str) -> Option<Stat> {
     })
 }
 
+/// sentinel's own CPU seconds (every thread) and resident bytes. Neither
+/// read can block: getrusage is a system call on ourselves, and statm of
+/// our own process reads counters without taking the mm's lock.
+pub fn own_usage(page_size: u64) -> (f64, u64) {
+    // SAFETY: getrusage fills the zeroed struct we pass.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // Summed in whole microseconds: a sum of float seconds would print
+    // as 0.11826600000000001.
+    let cpu = if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } == 0 {
+        let us = |t: libc::timeval| t.tv_sec.max(0) as u64 * 1_000_000 + t.tv_usec.max(0) as u64;
+        (us(ru.ru_utime) + us(ru.ru_stime)) as f64 / 1e6
+    } else {
+        0.0
+    };
+    let rss = read_small(Path::new("/proc/self/statm"))
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |pages| pages * page_size);
+    (cpu, rss)
+}
+
+/// A thread's own name (`pthread_setname_np`), which can differ from its
+/// process's.
+pub fn thread_comm(root: &Path, pid: u32, tid: u32) -> Option<String> {
+    read_small(&root.join(format!("{pid}/task/{tid}/comm"))).map(|s| s.trim_end().to_string())
+}
+
 /// Thread ids of a process; empty once it is gone.
 pub fn tids(root: &Path, pid: u32) -> Vec<u32> {
     let Ok(dir) = fs::read_dir(root.join(pid.to_string()).join("task")) else {

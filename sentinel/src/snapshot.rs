@@ -245,7 +245,7 @@ fn rss_of(p: &ProcStats, pid: u32, in_kernel: bool) -> (Rss, &'static str) {
 /// them, which in a container are not the host's; `NSpid` translates.
 /// Without it (kernels before 4.1) the word is taken as a host tid. Either
 /// way only a live thread of the same process is accepted.
-pub fn owner_host_tid(
+fn owner_host_tid(
     proc_root: &Path,
     pid: u32,
     owner: u32,
@@ -257,43 +257,49 @@ pub fn owner_host_tid(
     }
 }
 
-fn blocked_threads(s: &Sentinel, pid: u32, end: &Sample) -> Vec<BlockedThread> {
+/// The lock owner each of `pid`'s blocked threads names, as a host tid:
+/// waiter tid -> owner tid. A glibc `__owner` slot read from a condition
+/// variable or a semaphore is noise: only a live thread of the same
+/// process, other than the waiter, counts as an owner.
+pub fn owners(pid: u32, waits: &[(u32, &FutexWait)]) -> HashMap<u32, u32> {
     let proc_root = Path::new("/proc");
     let has_owner =
         |w: &FutexWait| w.flags & (WAIT_OWNER_PI | WAIT_OWNER_READ) != 0 && w.owner_tid != 0;
+    if !waits.iter().any(|(_, w)| has_owner(w)) {
+        return HashMap::new();
+    }
+    let ns_tids = procfs::thread_ns_tids(proc_root, pid);
+    waits
+        .iter()
+        .filter(|(_, w)| has_owner(w))
+        .filter_map(|&(tid, w)| {
+            let o = owner_host_tid(proc_root, pid, w.owner_tid, &ns_tids)?;
+            (o != tid).then_some((tid, o))
+        })
+        .collect()
+}
+
+fn blocked_threads(s: &Sentinel, pid: u32, end: &Sample) -> Vec<BlockedThread> {
     let mine: Vec<(u32, &FutexWait)> = end
         .waits
         .iter()
         .filter(|(_, w)| w.tgid == pid)
         .map(|(&tid, w)| (tid, w))
         .collect();
-    let ns_tids = if mine.iter().any(|(_, w)| has_owner(w)) {
-        procfs::thread_ns_tids(proc_root, pid)
-    } else {
-        None
-    };
+    let owners = owners(pid, &mine);
     let mut out: Vec<BlockedThread> = mine
         .into_iter()
-        .map(|(tid, w)| {
-            // A glibc `__owner` slot read from a condition variable or a
-            // semaphore is noise: only a live thread of the same process
-            // (other than the waiter) counts as an owner.
-            let owner = has_owner(w)
-                .then(|| owner_host_tid(proc_root, pid, w.owner_tid, &ns_tids))
-                .flatten()
-                .filter(|&o| o != tid);
-            BlockedThread {
-                tid,
-                uaddr: format!("{:#x}", w.uaddr),
-                op: op_name(w.op).into(),
-                owner_tid: owner,
-                waiting_s: end.mono_ns.saturating_sub(w.start_ns) as f64 / 1e9,
-                seeded: w.flags & WAIT_SEEDED != 0,
-                stack: collect::stack(&s.ebpf, w.stack_id)
-                    .iter()
-                    .map(|ip| format!("{ip:#x}"))
-                    .collect(),
-            }
+        .map(|(tid, w)| BlockedThread {
+            tid,
+            uaddr: format!("{:#x}", w.uaddr),
+            op: op_name(w.op).into(),
+            owner_tid: owners.get(&tid).copied(),
+            waiting_s: end.waited_s(w),
+            seeded: w.flags & WAIT_SEEDED != 0,
+            stack: collect::stack(&s.ebpf, w.stack_id)
+                .iter()
+                .map(|ip| format!("{ip:#x}"))
+                .collect(),
         })
         .collect();
     out.sort_by_key(|b| b.tid);

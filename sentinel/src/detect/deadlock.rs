@@ -15,7 +15,7 @@ use std::{
 };
 
 use aya::Ebpf;
-use sentinel_common::{FutexWait, WAIT_OWNER_PI, WAIT_OWNER_READ};
+use sentinel_common::FutexWait;
 use serde_json::{Value, json};
 
 use super::{Ctx, proc_key};
@@ -25,7 +25,7 @@ use crate::{
     incident::{Finding, round1},
     procfs,
     profile::{ProcProfile, Profiles},
-    snapshot::{op_name, owner_host_tid},
+    snapshot::{op_name, owners},
     symbolize::Symbolizer,
 };
 
@@ -174,13 +174,7 @@ impl Stacks {
 }
 
 pub fn waiting_s(ctx: &Ctx, w: &FutexWait) -> f64 {
-    ctx.sample.mono_ns.saturating_sub(w.start_ns) as f64 / 1e9
-}
-
-fn thread_comm(pid: u32, tid: u32) -> Option<String> {
-    std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm"))
-        .ok()
-        .map(|s| s.trim_end().to_string())
+    ctx.sample.waited_s(w)
 }
 
 /// One blocked thread as evidence.
@@ -196,7 +190,7 @@ pub fn thread_evidence(
     let (pid, start) = (p.pid, p.start);
     json!({
         "tid": tid,
-        "comm": thread_comm(pid, tid),
+        "comm": procfs::thread_comm(Path::new("/proc"), pid, tid),
         "state": "futex",
         "uaddr": format!("{:#x}", w.uaddr),
         "op": op_name(w.op),
@@ -204,25 +198,6 @@ pub fn thread_evidence(
         "waiting_s": round1(waiting_s(ctx, w)),
         "stack": stacks.get(ebpf, pid, start, tid, w.stack_id),
     })
-}
-
-/// Wait-for edges of one process: waiter tid -> owner host tid.
-fn edges(pid: u32, waits: &[(u32, &FutexWait)]) -> HashMap<u32, u32> {
-    let proc_root = Path::new("/proc");
-    let has_owner =
-        |w: &FutexWait| w.flags & (WAIT_OWNER_PI | WAIT_OWNER_READ) != 0 && w.owner_tid != 0;
-    if !waits.iter().any(|(_, w)| has_owner(w)) {
-        return HashMap::new();
-    }
-    let ns_tids = procfs::thread_ns_tids(proc_root, pid);
-    waits
-        .iter()
-        .filter(|(_, w)| has_owner(w))
-        .filter_map(|&(tid, w)| {
-            let o = owner_host_tid(proc_root, pid, w.owner_tid, &ns_tids)?;
-            (o != tid).then_some((tid, o))
-        })
-        .collect()
 }
 
 /// Every cycle in a graph where each node has at most one outgoing edge,
@@ -290,7 +265,7 @@ pub fn detect(ctx: &Ctx, ebpf: &Ebpf, stacks: &mut Stacks) -> Vec<Finding> {
         {
             continue;
         }
-        let e = edges(pid, &waits);
+        let e = owners(pid, &waits);
         let by_tid: HashMap<u32, &FutexWait> = waits.iter().copied().collect();
         for cycle in cycles(&e) {
             let ages: Vec<f64> = cycle

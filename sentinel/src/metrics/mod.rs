@@ -22,7 +22,6 @@ pub mod server;
 
 use std::{
     collections::{BTreeMap, HashMap},
-    path::Path,
     sync::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
@@ -285,7 +284,7 @@ impl Metrics {
         );
         w.sample(&[("version", env!("CARGO_PKG_VERSION"))], 1u32);
 
-        let (cpu, rss) = own_usage(self.page_size);
+        let (cpu, rss) = procfs::own_usage(self.page_size);
         w.family(
             "process_cpu_seconds_total",
             Type::Counter,
@@ -723,26 +722,6 @@ fn boot_ticks(clk_tck: u64) -> u64 {
     // SAFETY: valid timespec pointer.
     unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
     ts.tv_sec as u64 * clk_tck + ts.tv_nsec as u64 * clk_tck / 1_000_000_000
-}
-
-/// sentinel's own CPU seconds (every thread) and resident bytes. Neither
-/// read can block: getrusage is a system call on ourselves, and statm of
-/// our own process reads counters without taking the mm's lock.
-fn own_usage(page_size: u64) -> (f64, u64) {
-    // SAFETY: getrusage fills the zeroed struct we pass.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    // Summed in whole microseconds: a sum of float seconds would print
-    // as 0.11826600000000001.
-    let cpu = if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } == 0 {
-        let us = |t: libc::timeval| t.tv_sec.max(0) as u64 * 1_000_000 + t.tv_usec.max(0) as u64;
-        (us(ru.ru_utime) + us(ru.ru_stime)) as f64 / 1e6
-    } else {
-        0.0
-    };
-    let rss = procfs::read_small(Path::new("/proc/self/statm"))
-        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
-        .map_or(0, |pages| pages * page_size);
-    (cpu, rss)
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use sentinel_common::Counter;
+use sentinel_common::{Counter, FutexWait};
 
 use super::{frame::*, procs::ProcTable};
 use crate::{
@@ -19,7 +19,7 @@ use crate::{
     loader::Sentinel,
     procfs,
     profile::{self, Point, ProcProfile, Series},
-    snapshot::op_name,
+    snapshot::{op_name, owners},
 };
 
 /// How far back CPU% looks: /proc readings of processes whose kernel
@@ -184,6 +184,7 @@ impl Builder {
             .filter(|p| !matches!(p.status, crate::probes::Status::Attached))
             .map(|p| format!("{}: {}", p.name, p.detail))
             .collect();
+        let (own_cpu, own_rss) = procfs::own_usage(procfs::page_size());
         Header {
             mem_total: host.mem_total,
             mem_available: host.mem_available,
@@ -197,8 +198,8 @@ impl Builder {
             open_warning: warn,
             sentinel: SelfStats {
                 pid: std::process::id(),
-                cpu_pct: self.own.sample(),
-                rss: procfs::mem_status(proc_root, std::process::id()).map_or(0, |m| m.vm_rss),
+                cpu_pct: self.own.sample(own_cpu),
+                rss: own_rss,
                 dropped: drops.iter().map(|d| d.1).sum(),
                 drops,
                 probes_working: s.probes.iter().filter(|p| p.working()).count() as u32,
@@ -363,9 +364,8 @@ struct Waits {
 
 fn waits(engine: &Engine) -> Waits {
     let mut w = Waits::default();
-    let now = engine.sample.mono_ns;
     for fw in engine.sample.waits.values() {
-        let s = now.saturating_sub(fw.start_ns) as f64 / 1e9;
+        let s = engine.sample.waited_s(fw);
         let e = w.procs.entry(fw.tgid).or_insert((0, 0.0));
         e.0 += 1;
         e.1 = e.1.max(s);
@@ -416,28 +416,26 @@ fn detail(engine: &mut Engine, s: &Sentinel, want: Subject) -> Option<Detail> {
             };
             let (rss, faults, writes) = p.map(|p| sparks(&p.series)).unwrap_or_default();
             let mut blocked = Vec::new();
-            let now = engine.sample.mono_ns;
-            let mut waits: Vec<_> = engine
+            let mut waits: Vec<(u32, &FutexWait)> = engine
                 .sample
                 .waits
                 .iter()
                 .filter(|(_, w)| w.tgid == pid)
-                .map(|(tid, w)| (*tid, *w))
+                .map(|(tid, w)| (*tid, w))
                 .collect();
             waits.sort_by_key(|(_, w)| w.start_ns);
-            for (tid, w) in waits.into_iter().take(64) {
-                let owner = (w.owner_tid != 0
-                    && procfs::has_thread(Path::new("/proc"), pid, w.owner_tid))
-                .then_some(w.owner_tid);
+            waits.truncate(64);
+            let owners = owners(pid, &waits);
+            let sample = &engine.sample;
+            for (tid, w) in waits {
                 blocked.push(BlockedThread {
                     pid,
                     tid,
-                    comm: procfs::read_small(Path::new(&format!("/proc/{pid}/task/{tid}/comm")))
-                        .map(|c| c.trim_end().to_string()),
-                    wait_s: now.saturating_sub(w.start_ns) as f64 / 1e9,
+                    comm: procfs::thread_comm(Path::new("/proc"), pid, tid),
+                    wait_s: sample.waited_s(w),
                     uaddr: w.uaddr,
                     op: op_name(w.op).to_string(),
-                    owner,
+                    owner: owners.get(&tid).copied(),
                     stack: engine
                         .detectors
                         .stacks()
@@ -461,7 +459,7 @@ fn detail(engine: &mut Engine, s: &Sentinel, want: Subject) -> Option<Detail> {
             let c = engine.profiles.containers.get(&cgroup_id)?;
             let (rss, faults, writes) = sparks(&c.series);
             let (path, name, members) = (c.path.clone(), c.name(), c.members.clone());
-            let now = engine.sample.mono_ns;
+            let sample = &engine.sample;
             let mut blocked: Vec<BlockedThread> = engine
                 .sample
                 .waits
@@ -471,7 +469,7 @@ fn detail(engine: &mut Engine, s: &Sentinel, want: Subject) -> Option<Detail> {
                     pid: w.tgid,
                     tid: *tid,
                     comm: None,
-                    wait_s: now.saturating_sub(w.start_ns) as f64 / 1e9,
+                    wait_s: sample.waited_s(w),
                     uaddr: w.uaddr,
                     op: op_name(w.op).to_string(),
                     owner: None,
@@ -525,23 +523,18 @@ fn sparks(series: &Series<Point>) -> (Vec<u64>, Vec<f64>, Vec<f64>) {
     (rss, per(|p| p.faults), per(|p| p.write))
 }
 
-/// This process's own CPU over the last 10 s (a clock tick is 1% of a
-/// second, too coarse for one interval); the first call averages over its
-/// life so far.
+/// This process's own CPU over the last 10 s (one interval is too short
+/// to say much); the first call averages over its life so far.
 #[derive(Default)]
 pub struct CpuMeter {
-    seen: std::collections::VecDeque<(u64, Instant)>,
+    seen: std::collections::VecDeque<(f64, Instant)>,
 }
 
 const OWN_CPU_WINDOW: Duration = Duration::from_secs(10);
 
 impl CpuMeter {
-    pub fn sample(&mut self) -> f64 {
-        let Some(st) = procfs::stat(Path::new("/proc"), std::process::id()) else {
-            return 0.0;
-        };
-        let hz = procfs::clock_ticks_per_s() as f64;
-        let ticks = st.utime + st.stime;
+    /// Percent of one core, from `cpu_s`, the process's CPU seconds now.
+    pub fn sample(&mut self, cpu_s: f64) -> f64 {
         let now = Instant::now();
         while self.seen.len() > 1
             && self
@@ -552,15 +545,17 @@ impl CpuMeter {
             self.seen.pop_front();
         }
         let (spent, dt) = match self.seen.front() {
-            Some((t0, at)) => (
-                ticks.saturating_sub(*t0),
-                now.duration_since(*at).as_secs_f64(),
-            ),
-            None => (ticks, uptime() - st.starttime as f64 / hz),
+            Some((c0, at)) => (cpu_s - c0, now.duration_since(*at).as_secs_f64()),
+            None => {
+                let hz = procfs::clock_ticks_per_s() as f64;
+                let started = procfs::stat(Path::new("/proc"), std::process::id())
+                    .map_or(0.0, |st| st.starttime as f64 / hz);
+                (cpu_s, uptime() - started)
+            }
         };
-        self.seen.push_back((ticks, now));
+        self.seen.push_back((cpu_s, now));
         if dt > 0.0 {
-            spent as f64 / hz / dt * 100.0
+            (spent / dt * 100.0).max(0.0)
         } else {
             0.0
         }
@@ -614,13 +609,14 @@ mod tests {
     #[test]
     fn own_cpu_is_a_percentage() {
         let mut m = CpuMeter::default();
-        let first = m.sample();
+        let cpu = || procfs::own_usage(procfs::page_size()).0;
+        let first = m.sample(cpu());
         assert!((0.0..=100.0 * 64.0).contains(&first), "{first}");
         let t = Instant::now();
         while t.elapsed() < Duration::from_millis(200) {
             std::hint::black_box(0);
         }
-        let busy = m.sample();
+        let busy = m.sample(cpu());
         assert!(busy > 0.0, "{busy}");
     }
 
