@@ -30,6 +30,7 @@ pub struct Config {
     pub metrics: Metrics,
     pub api: Api,
     pub spool: Spool,
+    pub recorder: Recorder,
     /// `[[sink.webhook]]`, in file order.
     #[serde(rename = "sink", serialize_with = "as_sink")]
     pub webhooks: Vec<Webhook>,
@@ -157,6 +158,54 @@ impl Default for Spool {
             max_events: 10_000,
             max_bytes: 64_000_000,
         }
+    }
+}
+
+/// The flight recorder (`record/`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Recorder {
+    pub enabled: bool,
+    /// None: `<daemon.state_dir>/recorder`.
+    #[serde(serialize_with = "or_empty")]
+    pub dir: Option<PathBuf>,
+    /// How often a frame (host, containers, top processes) is recorded.
+    #[serde(serialize_with = "human_duration")]
+    pub interval: Duration,
+    /// The store's bounds: past either, the oldest segments go.
+    #[serde(serialize_with = "human_size")]
+    pub max_size: u64,
+    #[serde(serialize_with = "human_duration")]
+    pub max_age: Duration,
+    /// Recording pauses while the filesystem has less free than this, so
+    /// the recorder never takes the last of a disk others need.
+    #[serde(serialize_with = "human_size")]
+    pub min_free: u64,
+    /// Each frame keeps this many processes by each signal (RSS, growth,
+    /// CPU, faults, reads, writes, blocked threads), plus every flagged one.
+    pub top_processes: usize,
+}
+
+impl Default for Recorder {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            dir: None,
+            interval: Duration::from_secs(5),
+            max_size: 1_000_000_000,
+            max_age: Duration::from_secs(7 * 86_400),
+            min_free: 256 << 20,
+            top_processes: 10,
+        }
+    }
+}
+
+impl Config {
+    /// Where the flight recorder's store is.
+    pub fn recorder_dir(&self) -> PathBuf {
+        self.recorder
+            .dir
+            .clone()
+            .unwrap_or_else(|| self.daemon.state_dir.join("recorder"))
     }
 }
 
@@ -394,6 +443,18 @@ const SCHEMA: &[(&str, &[&str])] = &[
     ),
     ("api", &["socket", "group"]),
     ("spool", &["max_events", "max_bytes"]),
+    (
+        "recorder",
+        &[
+            "enabled",
+            "dir",
+            "interval",
+            "max_size",
+            "max_age",
+            "min_free",
+            "top_processes",
+        ],
+    ),
     ("sink", &["webhook"]),
 ];
 
@@ -621,6 +682,39 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
                 integer(v, 1, 10_000_000).map(|n| n as usize)
             }),
             max_bytes: r.get("spool", "max_bytes", d.spool.max_bytes, positive_size),
+        },
+        recorder: Recorder {
+            enabled: r.get("recorder", "enabled", d.recorder.enabled, boolean),
+            dir: r.get("recorder", "dir", d.recorder.dir.clone(), |v| {
+                if string(v)?.is_empty() {
+                    Ok(None)
+                } else {
+                    abs_path(v).map(Some)
+                }
+            }),
+            interval: r.get("recorder", "interval", d.recorder.interval, |v| {
+                let d = positive_duration(v)?;
+                if d < MIN_INTERVAL || d > Duration::from_secs(3600) {
+                    return Err(format!(
+                        "{} is out of range: between {} and 1h",
+                        units::duration(d),
+                        units::duration(MIN_INTERVAL)
+                    ));
+                }
+                Ok(d)
+            }),
+            max_size: r.get("recorder", "max_size", d.recorder.max_size, |v| {
+                let b = positive_size(v)?;
+                if b < 1 << 20 {
+                    return Err(format!("{} is too small: at least 1MiB", units::size(b)));
+                }
+                Ok(b)
+            }),
+            max_age: r.get("recorder", "max_age", d.recorder.max_age, positive_duration),
+            min_free: r.get("recorder", "min_free", d.recorder.min_free, size),
+            top_processes: r.get("recorder", "top_processes", d.recorder.top_processes, |v| {
+                integer(v, 1, 1000).map(|n| n as usize)
+            }),
         },
         webhooks: r.webhooks(),
     };
@@ -1492,6 +1586,15 @@ group = "adm"
 [spool]
 max_events = 100
 max_bytes = "1MB"
+
+[recorder]
+enabled = false
+dir = "/srv/rec"
+interval = "10s"
+max_size = "200MB"
+max_age = "2d"
+min_free = "1GB"
+top_processes = 20
 "#;
 
     #[test]
@@ -1566,6 +1669,15 @@ max_bytes = "1MB"
             spool: Spool {
                 max_events: 100,
                 max_bytes: 1_000_000,
+            },
+            recorder: Recorder {
+                enabled: false,
+                dir: Some("/srv/rec".into()),
+                interval: Duration::from_secs(10),
+                max_size: 200_000_000,
+                max_age: Duration::from_secs(2 * 86_400),
+                min_free: 1_000_000_000,
+                top_processes: 20,
             },
             webhooks: Vec::new(),
         };

@@ -22,10 +22,12 @@ use crate::{
     api::{self, Hub},
     config::{self, Config, LogFormat},
     engine::Engine,
-    event::{Event, rfc3339, unix_ms_now},
+    event::{Event, Kind, Names, Severity, SubjectKey, rfc3339, unix_ms_now},
+    incident::Finding,
     loader::Sentinel,
     metrics::{self, Metrics},
     privileges,
+    record::{self, Recorder},
     sink::Sinks,
     snapshot::STOP,
     top::{self, frame::Mode},
@@ -90,8 +92,9 @@ pub struct Services {
     api: Option<api::Server>,
     metrics: Metrics,
     metrics_server: Option<metrics::Server>,
-    /// Builds `sentinel top`'s frames while a client asks for them.
+    /// Builds frames for `sentinel top` clients and the recorder.
     frames: top::build::Builder,
+    recorder: Option<Recorder>,
 }
 
 impl Services {
@@ -114,6 +117,7 @@ impl Services {
             None => None,
         };
         let sinks = Sinks::start(cfg)?;
+        let recorder = start_recorder(cfg)?;
         Ok(Services {
             sinks: Some(sinks),
             hub,
@@ -121,6 +125,7 @@ impl Services {
             metrics,
             metrics_server,
             frames: Default::default(),
+            recorder,
         })
     }
 
@@ -181,6 +186,21 @@ impl Services {
                 }
             }
         }
+        if new.recorder != old.recorder || new.recorder_dir() != old.recorder_dir() {
+            if let Some(r) = self.recorder.take() {
+                r.shutdown(SHUTDOWN);
+            }
+            match start_recorder(new) {
+                Ok(r) => self.recorder = r,
+                Err(e) => {
+                    tracing::error!("reload: keeping the previous recorder settings: {e:#}");
+                    match start_recorder(old) {
+                        Ok(r) => self.recorder = r,
+                        Err(e) => tracing::error!("restarting the recorder: {e:#}"),
+                    }
+                }
+            }
+        }
         if new.daemon.lock_memory != old.daemon.lock_memory {
             tracing::warn!("reload: daemon.lock_memory takes effect at the next start");
         }
@@ -188,6 +208,9 @@ impl Services {
 
     fn emit(&mut self, e: Event) {
         self.metrics.event(&e);
+        if let Some(r) = &self.recorder {
+            r.event(&e);
+        }
         match serde_json::to_string(&e) {
             Ok(line) => self.hub.publish(unix_ms_now(), &line),
             Err(err) => tracing::warn!("encoding an event for the API: {err}"),
@@ -202,7 +225,50 @@ impl Services {
         if let Some(sinks) = self.sinks.take() {
             sinks.shutdown(SHUTDOWN);
         }
+        if let Some(r) = self.recorder.take() {
+            r.shutdown(SHUTDOWN);
+        }
     }
+}
+
+fn start_recorder(cfg: &Config) -> Result<Option<Recorder>> {
+    if !cfg.recorder.enabled {
+        return Ok(None);
+    }
+    let start = record::Start {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        host: crate::host::hostname(),
+        kernel: crate::procfs::kernel_release(),
+        boot_id: std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default(),
+        pid: std::process::id(),
+        interval_s: cfg.recorder.interval.as_secs_f64(),
+        config: serde_json::to_value(cfg).unwrap_or_default(),
+    };
+    Recorder::start(cfg, start).map(Some)
+}
+
+/// The recorder's state as a condition: paused is a finding while it lasts.
+fn recorder_finding(r: &record::writer::Status) -> Option<Finding> {
+    let p = r.paused.as_ref()?;
+    Some(Finding {
+        kind: Kind::RecorderPaused,
+        key: SubjectKey::Host,
+        severity: Severity::Warning,
+        names: Names::default(),
+        summary: format!(
+            "The flight recorder is paused since {}: {}. Detection and sinks go on; recording resumes when there is room.",
+            rfc3339(p.since_ms),
+            p.reason
+        ),
+        evidence: json!({
+            "dir": p.dir,
+            "reason": p.reason,
+            "paused_since": rfc3339(p.since_ms),
+            "records_dropped": r.dropped,
+        }),
+    })
 }
 
 pub fn run(s: &mut Sentinel, source: &Source, mut cfg: Config, mut svc: Services) -> Result<()> {
@@ -230,6 +296,7 @@ pub fn run(s: &mut Sentinel, source: &Source, mut cfg: Config, mut svc: Services
 
     let started_ms = unix_ms_now();
     let mut next = Instant::now();
+    let mut last_frame = Instant::now();
     while !STOP.load(Ordering::Relaxed) {
         next += cfg.daemon.interval;
         if !sleep_until(next, || engine.poll_ooms()) {
@@ -252,13 +319,18 @@ pub fn run(s: &mut Sentinel, source: &Source, mut cfg: Config, mut svc: Services
             }
         }
 
+        if let Some(r) = &svc.recorder {
+            engine.external.extend(recorder_finding(&r.status()));
+        }
         let tick = engine.tick(s, &cfg)?;
         for e in tick.events {
             svc.emit(e);
         }
 
         let sinks = svc.sinks.as_ref().map(|x| x.status()).unwrap_or_default();
+        let recorder = svc.recorder.as_ref().map(|r| r.status());
         svc.metrics.update(&metrics::Input {
+            recorder: recorder.as_ref(),
             t: tick.t,
             profiles: &engine.profiles,
             sample: &engine.sample,
@@ -269,28 +341,60 @@ pub fn run(s: &mut Sentinel, source: &Source, mut cfg: Config, mut svc: Services
         // Status and frames are built only for someone asking: a daemon
         // nobody watches pays nothing for them.
         if svc.hub.status_wanted() {
-            svc.hub
-                .set_status(status(s, source, &engine, &sinks, started_ms, tick.t));
+            svc.hub.set_status(status(
+                s,
+                source,
+                &engine,
+                &sinks,
+                recorder.as_ref(),
+                started_ms,
+                tick.t,
+            ));
         }
-        let Some(wanted) = svc.hub.frame_wanted() else {
-            svc.frames.clear();
+        // Half a tick of slack: ticks jitter, and a frame due a little
+        // after this tick would otherwise wait for the next one.
+        let record = svc.recorder.is_some()
+            && last_frame.elapsed() + cfg.daemon.interval / 2 >= cfg.recorder.interval;
+        let wanted = svc.hub.frame_wanted();
+        if wanted.is_none() && !record {
+            if svc.recorder.is_none() {
+                svc.frames.clear();
+            }
             continue;
+        }
+        let mode = Mode {
+            attached: true,
+            replay: false,
+            describe: format!(
+                "attached to the daemon (pid {}) at {}",
+                std::process::id(),
+                cfg.api
+                    .socket
+                    .as_ref()
+                    .map_or_else(String::new, |p| p.display().to_string())
+            ),
         };
-        {
-            let mode = Mode {
-                attached: true,
-                describe: format!(
-                    "attached to the daemon (pid {}) at {}",
-                    std::process::id(),
-                    cfg.api
-                        .socket
-                        .as_ref()
-                        .map_or_else(String::new, |p| p.display().to_string())
-                ),
-            };
-            let frame = svc
+        let frame = match &wanted {
+            Some(w) => svc
                 .frames
-                .build(&mut engine, s, mode, cfg.daemon.interval, &wanted);
+                .build(&mut engine, s, mode, cfg.daemon.interval, w),
+            None => svc
+                .frames
+                .build_without_events(&mut engine, s, mode, cfg.daemon.interval, &[]),
+        };
+        if record && let Some(r) = &svc.recorder {
+            last_frame = Instant::now();
+            let mut rec = frame.clone();
+            rec.mode = Mode {
+                attached: false,
+                replay: false,
+                describe: format!("recorded by the daemon (pid {})", std::process::id()),
+            };
+            rec.interval_s = cfg.recorder.interval.as_secs_f64();
+            rec.details = top::build::details(&mut engine, s, &stuck(&rec));
+            r.frame(record::select::trim(rec, cfg.recorder.top_processes));
+        }
+        if wanted.is_some() {
             svc.hub.set_frame(Arc::new(frame));
         }
     }
@@ -298,11 +402,30 @@ pub fn run(s: &mut Sentinel, source: &Source, mut cfg: Config, mut svc: Services
     Ok(())
 }
 
+/// Processes with a deadlock or hang open: the recorder keeps their
+/// blocked threads' stacks.
+fn stuck(f: &top::frame::Frame) -> Vec<top::frame::Subject> {
+    f.procs
+        .iter()
+        .filter(|p| {
+            p.flags
+                .iter()
+                .any(|x| x.kind == Kind::Deadlock.name() || x.kind == Kind::Hang.name())
+        })
+        .take(16)
+        .map(|p| top::frame::Subject::Process {
+            pid: p.pid,
+            start: p.start,
+        })
+        .collect()
+}
+
 fn status(
     s: &Sentinel,
     source: &Source,
     engine: &Engine,
     sinks: &[crate::sink::SinkStatus],
+    recorder: Option<&record::writer::Status>,
     started_ms: u64,
     t: f64,
 ) -> String {
@@ -320,6 +443,15 @@ fn status(
             .map(|&c| (c.name().to_string(), json!(engine.sample.counters[c as usize])))
             .collect::<serde_json::Map<_, _>>(),
         "open_incidents": engine.incidents.open().count(),
+        "recorder": recorder.map(|r| json!({
+            "paused": r.paused.as_ref().map(|p| json!({
+                "since": rfc3339(p.since_ms), "dir": p.dir, "reason": p.reason,
+            })),
+            "records": r.records,
+            "dropped": r.dropped,
+            "store_bytes": r.store_bytes,
+            "segments": r.segments,
+        })),
     })
     .to_string()
 }

@@ -21,7 +21,7 @@ use crate::{
     detect::{self, Ctx, Detectors},
     event::{Event, SubjectKey},
     host,
-    incident::Incidents,
+    incident::{Finding, Incidents},
     loader::Sentinel,
     oom::OomWatch,
     profile::Profiles,
@@ -45,6 +45,9 @@ pub struct Engine {
     pub recent: VecDeque<Arc<Event>>,
     /// Ticks run so far.
     pub ticks: u64,
+    /// Conditions the daemon itself is in (the recorder paused), judged
+    /// with the detectors' findings at the next tick.
+    pub external: Vec<Finding>,
     t0: Instant,
 }
 
@@ -83,6 +86,7 @@ impl Engine {
             sample: Sample::default(),
             recent: VecDeque::new(),
             ticks: 0,
+            external: Vec::new(),
             t0: Instant::now(),
         };
         e.apply(cfg);
@@ -141,7 +145,8 @@ impl Engine {
                 self.incidents.instant(f, k.ts_unix_ms)
             })
             .collect();
-        let findings = self.detectors.run(&ctx, &s.ebpf);
+        let mut findings = self.detectors.run(&ctx, &s.ebpf);
+        findings.append(&mut self.external);
         let profiles = &self.profiles;
         events.extend(self.incidents.step(t, findings, |k| alive(profiles, k)));
         for e in &events {

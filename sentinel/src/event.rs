@@ -21,6 +21,8 @@ pub enum Kind {
     OomKill,
     ThreadExplosion,
     SwapThrashing,
+    /// The flight recorder cannot write (disk full, I/O error).
+    RecorderPaused,
 }
 
 impl Kind {
@@ -33,6 +35,7 @@ impl Kind {
             Kind::OomKill => "oom_kill",
             Kind::ThreadExplosion => "thread_explosion",
             Kind::SwapThrashing => "swap_thrashing",
+            Kind::RecorderPaused => "recorder_paused",
         }
     }
 }
@@ -182,6 +185,16 @@ pub fn rfc3339(unix_ms: u64) -> String {
         rem % 60,
         unix_ms % 1000
     )
+}
+
+/// A time on the command line: RFC 3339 (`2026-11-23T03:12:00Z`), or a
+/// duration ago (`10m`, `2h`). Unix milliseconds.
+pub fn parse_when(s: &str) -> Option<u64> {
+    if let Some(ms) = parse_rfc3339(s) {
+        return Some(ms);
+    }
+    let ago = crate::units::parse_duration(s).ok()?;
+    Some(unix_ms_now().saturating_sub(ago.as_millis() as u64))
 }
 
 /// The inverse of [`rfc3339`], for `--since`: `2026-11-23T13:40:00Z`,

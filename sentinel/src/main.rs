@@ -87,6 +87,48 @@ enum Cmd {
         /// With --once: print the screen's data as one JSON object.
         #[arg(long, requires = "once")]
         json: bool,
+        /// Replay the flight recorder's history from this time instead of
+        /// the live view: a time (2026-11-23T03:12:00Z) or a duration ago
+        /// (2h). Left/Right step a frame, { and } a minute, ( and ) an
+        /// hour, g and G go to the first and last.
+        #[arg(long, value_name = "TIME", value_parser = parse_time)]
+        at: Option<u64>,
+        /// With --at: the recorder's store [default: [recorder] dir of
+        /// the configuration].
+        #[arg(long, value_name = "DIR", requires = "at")]
+        store: Option<std::path::PathBuf>,
+    },
+    /// Pack what the flight recorder holds about an incident into one
+    /// .tar.gz: events, timelines (CSV), blocked-thread stacks, a host
+    /// snapshot and report.html. Reads the store directly: works with the
+    /// daemon stopped.
+    Export {
+        /// Start of the range: a time (2026-11-23T03:12:00Z) or a duration
+        /// ago (2h) [default: 1h ago, or 15m before --around's event].
+        #[arg(long, value_name = "TIME", value_parser = parse_time)]
+        since: Option<u64>,
+        /// End of the range [default: now, or 5m after --around's event].
+        #[arg(long, value_name = "TIME", value_parser = parse_time)]
+        until: Option<u64>,
+        /// Center the range on this event (its id or incident id).
+        #[arg(long, value_name = "EVENT_ID")]
+        around: Option<String>,
+        /// Only these processes (repeatable).
+        #[arg(long = "pid", value_name = "PID")]
+        pids: Vec<u32>,
+        /// Only these containers, by name or cgroup path (repeatable).
+        #[arg(long = "container", value_name = "NAME")]
+        containers: Vec<String>,
+        /// The archive [default: sentinel-<host>-<time>.tar.gz here].
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: Option<std::path::PathBuf>,
+        /// The daemon's configuration, for the store's place and the
+        /// manifest [default: /etc/sentinel/sentinel.toml if it exists].
+        #[arg(long, value_name = "FILE")]
+        config: Option<std::path::PathBuf>,
+        /// The recorder's store [default: [recorder] dir of the configuration].
+        #[arg(long, value_name = "DIR")]
+        store: Option<std::path::PathBuf>,
     },
     /// Attach, observe for a while, and print what the kernel saw.
     Snapshot {
@@ -248,13 +290,49 @@ fn run(cli: Cli) -> Result<ExitCode> {
             socket,
             once,
             json,
+            at,
+            store,
         } => {
             sentinel::top::run(&sentinel::top::Options {
                 interval,
                 socket: socket.path,
                 once,
                 json,
+                at,
+                store,
             })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Export {
+            since,
+            until,
+            around,
+            pids,
+            containers,
+            output,
+            config,
+            store,
+        } => {
+            let source = daemon::Source::resolve(config, None);
+            let cfg = match source.load() {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("sentinel: {e}");
+                    return Ok(ExitCode::from(2));
+                }
+            };
+            let path = sentinel::export::run(&sentinel::export::Options {
+                since,
+                until,
+                around,
+                pids,
+                containers,
+                output,
+                store: store.unwrap_or_else(|| cfg.recorder_dir()),
+                config: serde_json::to_value(&cfg).unwrap_or_default(),
+                config_source: source.describe(),
+            })?;
+            println!("{}", path.display());
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Events {
@@ -341,17 +419,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
+/// A time argument: RFC 3339, or a duration ago.
+fn parse_time(s: &str) -> Result<u64, String> {
+    sentinel::event::parse_when(s).ok_or_else(|| {
+        format!("{s:?}: expected a time (2026-11-23T03:12:00Z) or a duration ago (10m, 2h)")
+    })
+}
+
 /// `--since`: a duration ago, or an RFC 3339 time.
 fn parse_since(s: &str) -> Result<u64, String> {
-    if let Some(ms) = sentinel::event::parse_rfc3339(s) {
-        return Ok(ms);
-    }
-    match units::parse_duration(s) {
-        Ok(d) => Ok(sentinel::event::unix_ms_now().saturating_sub(d.as_millis() as u64)),
-        Err(_) => Err(format!(
-            "--since {s:?}: expected a duration ago (10m, 2h) or a time (2026-11-23T03:12:00Z)"
-        )),
-    }
+    sentinel::event::parse_when(s).ok_or_else(|| {
+        format!("--since {s:?}: expected a duration ago (10m, 2h) or a time (2026-11-23T03:12:00Z)")
+    })
 }
 
 /// Loads and attaches the probes. `None` when a privilege is missing, after

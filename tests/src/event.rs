@@ -25,6 +25,7 @@ pub enum Kind {
     OomKill,
     ThreadExplosion,
     SwapThrashing,
+    RecorderPaused,
 }
 
 impl Kind {
@@ -37,6 +38,7 @@ impl Kind {
             Kind::OomKill => "oom_kill",
             Kind::ThreadExplosion => "thread_explosion",
             Kind::SwapThrashing => "swap_thrashing",
+            Kind::RecorderPaused => "recorder_paused",
         }
     }
 
@@ -71,6 +73,7 @@ impl Kind {
                 "profile",
             ],
             Kind::ThreadExplosion | Kind::SwapThrashing => &[],
+            Kind::RecorderPaused => &["dir", "reason", "paused_since"],
         }
     }
 

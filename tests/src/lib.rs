@@ -27,6 +27,7 @@
 //! which prints a `SKIP` line past libtest's output capture and returns.
 
 pub mod alertmanager;
+pub mod archive;
 pub mod cgroup;
 pub mod daemon;
 pub mod event;

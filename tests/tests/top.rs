@@ -1097,3 +1097,195 @@ fn screen_parsing() {
         "speed 38400 baud; line = 0;\nisig"
     );
 }
+
+/// `sentinel top --at`: a daemon records a frame a second while a workload
+/// holds memory in its cgroup; then the workload ends. `--at` the first
+/// frame that lists it, `--once --json` prints that recorded frame, marked
+/// as a replay, with the workload's pid, which the live system no longer
+/// has. In tmux the title says REPLAY with the frame's time, the `\`
+/// filter finds the workload's row, `→` moves to a later frame and `←`
+/// back, and `q` exits 0. A time before the recording, and a directory
+/// with no store, are errors (exit 1) that say what is there.
+#[test]
+fn at_replays_what_the_recorder_kept() -> Result<()> {
+    let _serial = serial();
+    require_root!();
+    let bin = sentinel_bin()?;
+    let unix_ms = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64)
+    };
+    let cg = TestCgroup::new("top")?;
+    let comm = unique_comm();
+    // Every process in every frame: the test is about replay, not about
+    // which processes the recorder keeps.
+    let daemon = Daemon::start("[recorder]\ninterval = \"1s\"\ntop_processes = 1000\n")?;
+    let store = daemon.dir().join("state").join("recorder");
+    let store_s = store.to_string_lossy().into_owned();
+    let w = holder(&cg, &comm)?;
+    let pid = w.pid();
+    let replay_json = |at: &str| {
+        run_sentinel_timeout(
+            &bin,
+            "top",
+            &["--at", at, "--store", &store_s, "--once", "--json"],
+            Duration::from_secs(30),
+            |_| {},
+        )
+    };
+    let has_workload = |frame: &serde_json::Value| {
+        frame["procs"].as_array().is_some_and(|ps| {
+            ps.iter()
+                .any(|p| p["pid"] == pid && p["comm"] == comm.as_str())
+        })
+    };
+    // The newest frame, read back while the daemon writes, until it lists
+    // the workload.
+    let seen = sentinel_tests::wait_for(
+        &format!("the workload (pid {pid}) in the newest recorded frame of {store_s}"),
+        Duration::from_secs(30),
+        || {
+            let out = replay_json("0s")?;
+            let frame: serde_json::Value = match serde_json::from_str(&out.stdout) {
+                Ok(f) if out.code() == Some(0) => f,
+                // No frame yet.
+                _ => return Ok(None),
+            };
+            Ok(has_workload(&frame)
+                .then(|| frame["unix_ms"].as_u64())
+                .flatten())
+        },
+    )
+    .map_err(|e| {
+        anyhow!(
+            "{e:#}\n--- daemon stderr ---\n{}",
+            truncate(&daemon.stderr(), 3000)
+        )
+    })?;
+    std::thread::sleep(Duration::from_secs(2));
+    drop(w);
+    // Frames without it follow.
+    std::thread::sleep(Duration::from_secs(3));
+    ensure!(
+        !Path::new(&format!("/proc/{pid}")).exists(),
+        "the workload (pid {pid}) still runs after it was killed"
+    );
+
+    let out = replay_json(&format!("{}ms", unix_ms() - seen))?;
+    let fail = |what: &str| {
+        anyhow!(
+            "`{}`: {what}; {}\n--- daemon stderr ---\n{}",
+            out.command,
+            truncate(&out.describe(), 3000),
+            truncate(&daemon.stderr(), 3000)
+        )
+    };
+    ensure!(out.code() == Some(0), "{:#}", fail("expected exit 0"));
+    let frame: serde_json::Value =
+        serde_json::from_str(&out.stdout).map_err(|e| fail(&format!("stdout is not JSON: {e}")))?;
+    let describe = frame["mode"]["describe"].as_str().unwrap_or_default();
+    ensure!(
+        frame["mode"]["attached"] == false
+            && describe.starts_with("replay: ")
+            && describe.contains(&store_s),
+        "{:#}",
+        fail(&format!(
+            "expected a replay of {store_s} in mode, got {}",
+            frame["mode"]
+        ))
+    );
+    // At or before the time asked for, give or take the time it took to
+    // ask: the frame seen, or one shortly after it (the workload ran on).
+    let t = frame["unix_ms"].as_u64().unwrap_or(0);
+    ensure!(
+        t >= seen && t <= seen + 2000,
+        "{:#}",
+        fail(&format!(
+            "asked for the frame at {seen} (unix ms), got the one at {t}"
+        ))
+    );
+    ensure!(
+        has_workload(&frame),
+        "{:#}",
+        fail(&format!(
+            "the recorded frame has no row for the workload (pid {pid}, comm {comm})"
+        ))
+    );
+
+    // Errors say what the store holds, or that there is none.
+    let out = run_sentinel_timeout(
+        &bin,
+        "top",
+        &["--at", "1h", "--store", &store_s, "--once"],
+        Duration::from_secs(30),
+        |_| {},
+    )?;
+    ensure!(
+        out.code() == Some(1)
+            && out.stderr.contains("no recorded frame at or before")
+            && out.stderr.contains("covers"),
+        "`{}`: an hour before the recording began: expected exit 1 naming the store's span; {}",
+        out.command,
+        out.describe()
+    );
+    let nowhere = daemon.dir().join("no-store");
+    let out = run_sentinel_timeout(
+        &bin,
+        "top",
+        &[
+            "--at",
+            "1m",
+            "--store",
+            &nowhere.to_string_lossy(),
+            "--once",
+        ],
+        Duration::from_secs(30),
+        |_| {},
+    )?;
+    ensure!(
+        out.code() == Some(1) && out.stderr.contains("no flight recorder store"),
+        "`{}`: expected exit 1 saying there is no store; {}",
+        out.command,
+        out.describe()
+    );
+
+    let Some(tmux_bin) = find_tmux() else {
+        skip!("the tmux half needs tmux in PATH (`cargo xtask bootstrap` installs it)");
+    };
+    let at = format!("{}ms", unix_ms() - seen);
+    let top = Top::launch(&tmux_bin, 160, 50, &["--at", &at, "--store", &store_s])?;
+    // The tag's time, `2026-11-23 03:12:05` (the seconds are what moves).
+    let time = |s: &str| -> Option<String> {
+        let title = s.lines().next()?;
+        let from = title.find("REPLAY ")? + "REPLAY ".len();
+        title.get(from..from + 19).map(str::to_string)
+    };
+    let screen = top.wait_title("REPLAY")?;
+    let first = time(&screen).ok_or_else(|| top.failure("no time after REPLAY", &screen))?;
+    top.filter_to(&comm, pid, KEY_TIMEOUT)?;
+    top.tmux.keys(&["Right"])?;
+    let screen = top.wait(
+        &format!("`→`: a frame later than {first} in the title"),
+        KEY_TIMEOUT,
+        |s| time(s).is_some_and(|t| t > first),
+    )?;
+    let later = time(&screen).expect("the predicate read it");
+    top.tmux.keys(&["Left"])?;
+    top.wait(
+        &format!("`←`: back from {later} to {first} in the title"),
+        KEY_TIMEOUT,
+        |s| time(s).as_deref() == Some(first.as_str()),
+    )?;
+    top.tmux.type_text("q")?;
+    let code = top.wait_exit()?;
+    ensure!(
+        code == 0,
+        "{:#}",
+        top.failure_now(&format!("`q`: exit code {code}"))
+    );
+    top.ensure_terminal_usable()?;
+    drop(top);
+    daemon.stop()?;
+    Ok(())
+}

@@ -2,7 +2,9 @@
 //! watch, next to bpftrace doing comparable work, then what `sentinel
 //! daemon` itself costs to run: idle, on a host with many processes, and
 //! during a page-fault storm; then what `sentinel top` costs to keep open
-//! on a host with thousands of processes, next to procps top ([`top`]).
+//! on a host with thousands of processes, next to procps top ([`top`]);
+//! then what the flight recorder costs the daemon in CPU, memory and disk
+//! ([`recorder`]).
 //!
 //! The machines are noisy, so configurations are interleaved round by round
 //! (their order rotating) and medians are reported, never a single run.
@@ -25,7 +27,10 @@ use crate::bootstrap::{Need, bootstrap};
 use crate::build::{Profile, build};
 use crate::cmd::{self, describe, is_root};
 
+mod cgroup;
+mod recorder;
 mod top;
+mod usage;
 
 /// Attaching can take a while on a loaded 2-core machine (BTF parsing,
 /// verifier); beyond this something is wrong.
@@ -104,6 +109,10 @@ pub enum Part {
     /// `sentinel top`'s own CPU and memory with thousands of processes,
     /// standalone and attached, next to procps top.
     Top,
+    /// The flight recorder: the daemon's CPU and memory with and without
+    /// it, and its store's size per day, with 500 processes in 100
+    /// containers.
+    Recorder,
 }
 
 pub struct Options {
@@ -116,6 +125,8 @@ pub struct Options {
     pub procs: usize,
     /// Idle processes the top scenario keeps alive.
     pub top_procs: usize,
+    /// How long each daemon of the recorder bench is measured.
+    pub recorder_seconds: f64,
 }
 
 struct Env {
@@ -142,6 +153,9 @@ pub fn bench(opts: Options) -> Result<()> {
     if opts.procs == 0 || opts.top_procs == 0 {
         bail!("--procs and --top-procs must be at least 1");
     }
+    if !(opts.recorder_seconds >= 10.0 && opts.recorder_seconds.is_finite()) {
+        bail!("--recorder-seconds must be at least 10 (two frames)");
+    }
     let tc = bootstrap(Need::Everything)?;
     let art = build(&tc, Profile::Release)?;
 
@@ -156,6 +170,8 @@ pub fn bench(opts: Options) -> Result<()> {
             "sentinel-tests",
             "--bin",
             "loadgen",
+            "--bin",
+            "workload",
         ]);
     cmd::run(&mut loadgen)?;
     ensure_tracefs()?;
@@ -181,6 +197,9 @@ pub fn bench(opts: Options) -> Result<()> {
     }
     if runs(Part::Top) {
         top::top_cost(&env, &opts)?;
+    }
+    if runs(Part::Recorder) {
+        recorder::recorder_cost(&env, &opts)?;
     }
     Ok(())
 }

@@ -73,6 +73,8 @@ pub fn bootstrap(need: Need) -> Result<Toolchain> {
             "prometheus",
             "prometheus-alertmanager",
             "tmux",
+            // Renders `sentinel export`'s report.html in tests/export.rs.
+            "chromium",
         ],
         Need::Everything => &[
             "bpftrace",

@@ -56,7 +56,7 @@ enum Command {
     Test,
     /// Measure the slowdown sentinel's probes cause on microbenchmarks,
     /// next to bpftrace, then the daemon's own CPU and memory, then `sentinel
-    /// top`'s next to procps top (root).
+    /// top`'s next to procps top, then the flight recorder's (root).
     Bench {
         /// Rounds; each measures every benchmark under every setup. For the
         /// daemon: the number of slices of each measurement.
@@ -66,8 +66,8 @@ enum Command {
         /// seconds, at least 30 s.
         #[arg(long, default_value_t = 2.0)]
         seconds: f64,
-        /// Run only one part: the microbenchmarks, the daemon's cost or
-        /// top's cost.
+        /// Run only one part: the microbenchmarks, the daemon's cost,
+        /// top's cost or the flight recorder's.
         #[arg(long, value_enum)]
         only: Option<bench::Part>,
         /// Processes the daemon's busy-host scenario keeps alive.
@@ -76,6 +76,10 @@ enum Command {
         /// Idle processes on the host while `top` is measured.
         #[arg(long, default_value_t = 5000)]
         top_procs: usize,
+        /// How long each daemon (recorder off, then on) of the recorder
+        /// bench is measured, after 10 s of warm-up.
+        #[arg(long, default_value_t = 90.0)]
+        recorder_seconds: f64,
         /// Print every measurement and the raw per-round numbers.
         #[arg(long, short)]
         verbose: bool,
@@ -110,6 +114,7 @@ fn run(cli: Cli) -> Result<()> {
             only,
             procs,
             top_procs,
+            recorder_seconds,
             verbose,
         } => bench::bench(bench::Options {
             rounds,
@@ -118,6 +123,7 @@ fn run(cli: Cli) -> Result<()> {
             only,
             procs,
             top_procs,
+            recorder_seconds,
         })?,
     }
     Ok(())

@@ -106,6 +106,8 @@ impl Page {
 }
 
 /// What one tick of the daemon hands to [`Metrics::update`].
+use crate::record::writer::Status as RecorderStatus;
+
 pub struct Input<'a> {
     /// The tick's time, seconds on the daemon's monotonic clock.
     pub t: f64,
@@ -113,6 +115,8 @@ pub struct Input<'a> {
     pub sample: &'a Sample,
     pub probes: &'a [ProbeStatus],
     pub sinks: &'a [SinkStatus],
+    /// None: the recorder is off.
+    pub recorder: Option<&'a RecorderStatus>,
     /// The OOM kills drained since the last update (each passed once).
     pub oom_kills: &'a [OomKill],
 }
@@ -130,6 +134,7 @@ struct Parts<'a> {
     kills: Vec<(u64, Option<String>)>,
     probes: &'a [ProbeStatus],
     sinks: &'a [SinkStatus],
+    recorder: Option<&'a RecorderStatus>,
     counters: &'a [u64],
     host: Option<&'a HostPoint>,
     /// Processes and cgroups profiled.
@@ -247,6 +252,7 @@ impl Metrics {
             kills: std::mem::take(&mut self.pending_kills),
             probes: input.probes,
             sinks: input.sinks,
+            recorder: input.recorder,
             counters: &input.sample.counters,
             host: input.profiles.host.last(),
             tracked: (input.profiles.procs.len(), input.profiles.containers.len()),
@@ -432,6 +438,41 @@ impl Metrics {
                 w.sample(&[("sink", &s.name), ("reason", reason)], n);
             }
         }
+
+        if let Some(r) = parts.recorder {
+            let one = |w: &mut Writer, name, ty, help, v: u64| {
+                w.family(name, ty, help);
+                w.sample(&[], v);
+            };
+            one(
+                w,
+                "sentinel_recorder_paused",
+                Type::Gauge,
+                "1 while the flight recorder cannot write (disk full or below min_free, I/O error).",
+                u64::from(r.paused.is_some()),
+            );
+            one(
+                w,
+                "sentinel_recorder_store_bytes",
+                Type::Gauge,
+                "Size of the flight recorder's store.",
+                r.store_bytes,
+            );
+            one(
+                w,
+                "sentinel_recorder_records_total",
+                Type::Counter,
+                "Records the flight recorder wrote (events and frames).",
+                r.records,
+            );
+            one(
+                w,
+                "sentinel_recorder_dropped_total",
+                Type::Counter,
+                "Records the flight recorder lost: queue full, or frames while paused.",
+                r.dropped,
+            );
+        }
     }
 
     fn write_processes(&self, w: &mut Writer, parts: &Parts<'_>, folded: &fold::Folded) {
@@ -491,7 +532,7 @@ impl Metrics {
 }
 
 /// Every event kind, so the counters can start at zero.
-const KINDS: [Kind; 7] = [
+const KINDS: [Kind; 8] = [
     Kind::MemoryBloat,
     Kind::Deadlock,
     Kind::Hang,
@@ -499,6 +540,7 @@ const KINDS: [Kind; 7] = [
     Kind::OomKill,
     Kind::ThreadExplosion,
     Kind::SwapThrashing,
+    Kind::RecorderPaused,
 ];
 
 /// Never called: its exhaustive match makes a new kind a compile error
@@ -512,7 +554,8 @@ fn every_kind_is_listed(k: Kind) {
         | Kind::WriteAnomaly
         | Kind::OomKill
         | Kind::ThreadExplosion
-        | Kind::SwapThrashing => {}
+        | Kind::SwapThrashing
+        | Kind::RecorderPaused => {}
     }
 }
 
@@ -775,6 +818,7 @@ mod tests {
             kills: vec![(3, None)],
             probes: &fx.probes,
             sinks: &fx.sinks,
+            recorder: None,
             counters: &fx.counters,
             host: Some(&fx.host),
             tracked: (n_procs as usize, n_cgroups as usize),

@@ -10,7 +10,10 @@ use std::{cell::Cell, cmp::Ordering, collections::HashMap};
 
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
-use super::frame::{ContainerRow, Flag, Frame, ProcRow, Subject};
+use super::{
+    frame::{ContainerRow, Flag, Frame, ProcRow, Subject},
+    replay,
+};
 use crate::event::{Event, Severity};
 
 /// What the event loop must do after a key.
@@ -24,6 +27,41 @@ pub enum Action {
     /// The user confirmed a signal; the loop checks the pid's identity and
     /// sends it.
     Signal(SignalRequest),
+    /// Move through recorded time (a replay only).
+    Travel(Travel),
+}
+
+/// A move through a recording (`sentinel top --at`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Travel {
+    /// By this many frames; negative goes back.
+    Frames(i32),
+    /// By this many seconds, to the frame at or before the time reached
+    /// (at least one frame, so a gap in the recording is crossed).
+    Seconds(i32),
+    First,
+    /// The newest frame, including those written since the replay began.
+    Last,
+}
+
+/// The time-travel keys: `←`/`→` (or `[`/`]`) a frame, `⇧←`/`⇧→` (or
+/// `{`/`}`) a minute, `(`/`)` an hour, `g`/`G` the first and last frame.
+/// Home/End and PgUp/PgDn keep moving the selection, as in the live view.
+fn travel_key(key: KeyEvent) -> Option<Travel> {
+    let shift = key.modifiers.contains(KeyModifiers::SHIFT);
+    Some(match key.code {
+        KeyCode::Left if shift => Travel::Seconds(-60),
+        KeyCode::Right if shift => Travel::Seconds(60),
+        KeyCode::Left | KeyCode::Char('[') => Travel::Frames(-1),
+        KeyCode::Right | KeyCode::Char(']') => Travel::Frames(1),
+        KeyCode::Char('{') => Travel::Seconds(-60),
+        KeyCode::Char('}') => Travel::Seconds(60),
+        KeyCode::Char('(') => Travel::Seconds(-3600),
+        KeyCode::Char(')') => Travel::Seconds(3600),
+        KeyCode::Char('g') => Travel::First,
+        KeyCode::Char('G') => Travel::Last,
+        _ => return None,
+    })
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -367,6 +405,9 @@ pub struct App {
     pub(super) tree: bool,
     pub(super) show_kernel: bool,
     pub(super) paused: bool,
+    /// The frames are a recording (`sentinel top --at`): the time-travel
+    /// keys work, pause and signals do not.
+    pub(super) replay: bool,
     pub(super) filter: String,
     pub(super) search: String,
     pub(super) input: Option<Input>,
@@ -425,6 +466,7 @@ impl App {
             tree: false,
             show_kernel: false,
             paused: false,
+            replay: false,
             filter: String::new(),
             search: String::new(),
             input: None,
@@ -460,11 +502,16 @@ impl App {
         self.paused
     }
 
+    pub fn replay(&self) -> bool {
+        self.replay
+    }
+
     /// A new frame from the feed. Returns whether the screen changed (a
     /// paused display keeps the frame for later).
     pub fn on_frame(&mut self, frame: Frame) -> bool {
         // A frame means the feed works again, paused or not.
         let recovered = self.feed_error.take().is_some() | self.stale_s.take().is_some();
+        self.replay = replay::is_replay(&frame.mode);
         if self.paused {
             self.pending = Some(frame);
             return recovered;
@@ -520,6 +567,11 @@ impl App {
     }
 
     fn command_key(&mut self, key: KeyEvent) -> Action {
+        if self.replay
+            && let Some(t) = travel_key(key)
+        {
+            return Action::Travel(t);
+        }
         match key.code {
             KeyCode::Char('q') | KeyCode::F(10) => return Action::Quit,
             KeyCode::F(1) | KeyCode::Char('h' | '?') => self.popup = Some(Popup::Help),
@@ -744,6 +796,10 @@ impl App {
     }
 
     fn toggle_pause(&mut self) {
+        if self.replay {
+            self.status = Some("a replay moves only when you move it: ← → { } g G".into());
+            return;
+        }
         self.paused = !self.paused;
         if !self.paused
             && let Some(f) = self.pending.take()
@@ -753,6 +809,12 @@ impl App {
     }
 
     fn ask_kill(&mut self) {
+        if self.replay {
+            // The pid may name another process by now; the start-time
+            // check would catch that, but a recording is for reading.
+            self.status = Some("no signals from a replay: these rows are history".into());
+            return;
+        }
         let row = match (&self.view, &self.focus) {
             (View::Detail, Some(f)) => match f.subject {
                 Subject::Process { pid, start } => self
@@ -1802,6 +1864,56 @@ pub(crate) mod tests {
         app.on_frame(frame(procs));
         assert_eq!(app.procs.len(), 5000);
         assert_eq!(app.procs_pos.cursor, 4999);
+    }
+
+    #[test]
+    fn replay_keys_travel_and_live_ones_do_not() {
+        let mut app = App::new();
+        app.on_frame(sample());
+        assert_eq!(app.on_key(key(KeyCode::Right)), Action::None, "live");
+        let mut f = sample();
+        f.mode.describe = format!("{}frame 1 of 2; ...", replay::DESCRIBE_PREFIX);
+        f.mode.replay = true;
+        app.on_frame(f);
+        assert!(app.replay());
+        let shift = |c| KeyEvent::new(c, KeyModifiers::SHIFT);
+        for (k, t) in [
+            (key(KeyCode::Left), Travel::Frames(-1)),
+            (key(KeyCode::Right), Travel::Frames(1)),
+            (key(KeyCode::Char('[')), Travel::Frames(-1)),
+            (key(KeyCode::Char(']')), Travel::Frames(1)),
+            (key(KeyCode::Char('{')), Travel::Seconds(-60)),
+            (key(KeyCode::Char('}')), Travel::Seconds(60)),
+            (shift(KeyCode::Left), Travel::Seconds(-60)),
+            (shift(KeyCode::Right), Travel::Seconds(60)),
+            (key(KeyCode::Char('(')), Travel::Seconds(-3600)),
+            (key(KeyCode::Char(')')), Travel::Seconds(3600)),
+            (key(KeyCode::Char('g')), Travel::First),
+            (key(KeyCode::Char('G')), Travel::Last),
+        ] {
+            assert_eq!(app.on_key(k), Action::Travel(t), "{k:?}");
+        }
+        // Home/End still move the selection.
+        app.on_key(key(KeyCode::End));
+        assert_eq!(app.procs_pos.cursor, 4);
+        // In the detail too; typed into a prompt, they are text.
+        app.on_key(key(KeyCode::Enter));
+        assert_eq!(
+            app.on_key(key(KeyCode::Left)),
+            Action::Travel(Travel::Frames(-1))
+        );
+        app.on_key(key(KeyCode::Esc));
+        press(&mut app, "/");
+        assert_eq!(press(&mut app, "g"), Action::None);
+        assert_eq!(app.search, "g");
+        app.on_key(key(KeyCode::Esc));
+        // No pause, no signals.
+        press(&mut app, "Z");
+        assert!(!app.paused());
+        assert!(app.status.as_deref().unwrap_or("").contains("replay"));
+        press(&mut app, "k");
+        assert!(app.popup.is_none());
+        assert!(app.status.as_deref().unwrap_or("").contains("no signals"));
     }
 
     #[test]

@@ -53,6 +53,21 @@ impl Builder {
         interval: Duration,
         wanted: &[Subject],
     ) -> Frame {
+        let mut f = self.build_without_events(engine, s, mode, interval, wanted);
+        f.events = engine.recent.iter().map(|e| Event::clone(e)).collect();
+        f
+    }
+
+    /// A frame for the recorder, which records events on their own: the
+    /// last 500 are not copied into it.
+    pub fn build_without_events(
+        &mut self,
+        engine: &mut Engine,
+        s: &Sentinel,
+        mode: Mode,
+        interval: Duration,
+        wanted: &[Subject],
+    ) -> Frame {
         let unix_ms = unix_ms_now();
         let hz = procfs::clock_ticks_per_s() as f64;
         let profiles = &engine.profiles;
@@ -136,10 +151,7 @@ impl Builder {
         let containers = containers(profiles, &procs, &flags, hz, known_quiet);
 
         let header = self.header(engine, s);
-        let details = wanted
-            .iter()
-            .filter_map(|w| detail(engine, s, *w))
-            .collect();
+        let details = details(engine, s, wanted);
         Frame {
             schema: SCHEMA,
             time: rfc3339(unix_ms),
@@ -150,7 +162,7 @@ impl Builder {
             header,
             procs,
             containers,
-            events: engine.recent.iter().map(|e| Event::clone(e)).collect(),
+            events: Vec::new(),
             details,
         }
     }
@@ -394,6 +406,14 @@ fn exhaustion(host: &Series<profile::HostPoint>) -> Option<f64> {
     let slope = profile::slope(&w, left)?;
     let last = w.last()?;
     (slope < 0.0).then(|| left(last) / -slope)
+}
+
+/// The details of `wanted` that still exist.
+pub fn details(engine: &mut Engine, s: &Sentinel, wanted: &[Subject]) -> Vec<Detail> {
+    wanted
+        .iter()
+        .filter_map(|w| detail(engine, s, *w))
+        .collect()
 }
 
 fn detail(engine: &mut Engine, s: &Sentinel, want: Subject) -> Option<Detail> {

@@ -10,6 +10,7 @@ use crate::event::{Event, Severity};
 pub const SCHEMA: u32 = 1;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Frame {
     pub schema: u32,
     /// RFC 3339, UTC, and the same as Unix milliseconds.
@@ -37,12 +38,16 @@ pub const MAX_EVENTS: usize = 500;
 pub struct Mode {
     /// True when the frame comes from a running daemon.
     pub attached: bool,
+    /// True when the frame is history: `top --at` replaying the recorder.
+    #[serde(default)]
+    pub replay: bool,
     /// "attached to the daemon (pid 1234) at /run/sentinel/sentinel.sock"
     /// or "standalone: this process runs the probes".
     pub describe: String,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Header {
     pub mem_total: u64,
     pub mem_available: u64,
@@ -70,6 +75,7 @@ pub struct Psi {
 
 /// The process that runs the probes (the daemon, or this `top`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct SelfStats {
     pub pid: u32,
     /// Percent of one core over the last interval.
@@ -94,6 +100,7 @@ pub struct Flag {
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct ProcRow {
     pub pid: u32,
     pub ppid: u32,
@@ -129,6 +136,7 @@ pub struct ProcRow {
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct ContainerRow {
     pub cgroup_id: u64,
     pub path: String,

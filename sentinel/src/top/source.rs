@@ -1,7 +1,8 @@
 //! Where `top`'s frames come from: the running daemon, through its API
-//! socket, or probes this process loads itself when no daemon runs. Either
-//! way a thread produces frames and the UI takes the newest, so a slow
-//! daemon answer or a long tick never freezes the screen.
+//! socket, probes this process loads itself when no daemon runs, or the
+//! flight recorder's store (`--at`, `replay.rs`). Each way a thread
+//! produces frames and the UI takes the newest, so a slow daemon answer, a
+//! long tick or a slow disk never freezes the screen.
 use std::{
     io::{BufRead, BufReader, Write},
     os::unix::net::UnixStream,
@@ -17,8 +18,10 @@ use std::{
 use anyhow::{Context, Result, bail};
 
 use super::{
+    app::Travel,
     build::Builder,
     frame::{Frame, Mode, Subject},
+    replay::{self, Cmd, Replay},
 };
 use crate::{
     daemon,
@@ -41,6 +44,11 @@ pub struct Feed {
     /// True when frames come from a daemon (they have history from the
     /// first one; a standalone feed's first frame has no rates yet).
     pub attached: bool,
+    /// True when frames come from a recording: they come when the user
+    /// moves, so a quiet feed is not a stale one.
+    pub replay: bool,
+    /// A replay's thread takes wants and moves here.
+    cmd: Option<mpsc::Sender<Cmd>>,
 }
 
 impl Drop for Feed {
@@ -53,6 +61,18 @@ impl Feed {
     /// Ask for this subject's detail in the frames to come.
     pub fn want(&self, s: Option<Subject>) {
         *self.want.lock().unwrap_or_else(|e| e.into_inner()) = s;
+        if let Some(cmd) = &self.cmd {
+            // Fails only once the replay thread has ended: a panic, which
+            // ends top as well.
+            let _ = cmd.send(Cmd::Want(s));
+        }
+    }
+
+    /// Move through a recording; nothing for live feeds.
+    pub fn travel(&self, t: Travel) {
+        if let Some(cmd) = &self.cmd {
+            let _ = cmd.send(Cmd::Travel(t));
+        }
     }
 
     /// The newest frame since the last call (older ones are dropped).
@@ -76,6 +96,8 @@ impl Feed {
             want: Arc::default(),
             stop: Arc::default(),
             attached: false,
+            replay: false,
+            cmd: None,
         };
         (feed, tx)
     }
@@ -97,6 +119,26 @@ impl Feed {
             .spawn(move || poll_daemon(&socket, interval, &want, &stop, &tx))
             .context("starting the thread that reads the daemon")?;
         Ok(Some(feed))
+    }
+
+    /// Frames from the recorder's store at `dir`, starting at the frame
+    /// nearest at or before `at` (Unix ms). What the user must hear (no
+    /// store there, nothing recorded that early) is an error now, before
+    /// any screen.
+    pub fn replay(dir: &Path, at: u64) -> Result<Feed> {
+        let mut r = Replay::open(dir, at)?;
+        let first = r.frame(None);
+        let (mut feed, tx) = Feed::channel();
+        let (cmd_tx, cmd_rx) = mpsc::channel();
+        feed.replay = true;
+        feed.cmd = Some(cmd_tx);
+        let _ = tx.try_send(first);
+        let stop = feed.stop.clone();
+        std::thread::Builder::new()
+            .name("top-replay".into())
+            .spawn(move || replay::serve(r, None, &cmd_rx, &stop, &tx))
+            .context("starting the replay thread")?;
+        Ok(feed)
     }
 
     /// Loads the probes and runs the watch loop in a thread. Fails (with
@@ -194,6 +236,7 @@ fn run_local(
             .collect();
         let mode = Mode {
             attached: false,
+            replay: false,
             describe: describe.to_string(),
         };
         let frame = builder.build(engine, s, mode, interval, &wanted);

@@ -83,6 +83,8 @@ fn event_loop(term: &mut Term, feed: &Feed, interval: Duration) -> anyhow::Resul
                 app.on_feed_error(msg);
                 dirty = true;
             }
+            // A replay sends frames when the user moves, not on a clock.
+            None if feed.replay => {}
             None => {
                 let quiet = last_frame.elapsed();
                 dirty |= app.set_stale((quiet > stale_after).then_some(quiet.as_secs()));
@@ -187,6 +189,7 @@ fn act(app: &mut App, feed: &Feed, action: Action) -> Flow {
         Action::None => {}
         Action::Quit => return Flow::Quit,
         Action::Want(subject) => feed.want(subject),
+        Action::Travel(t) => feed.travel(t),
         Action::Signal(req) => {
             let msg = send_signal(Path::new("/proc"), &req);
             tracing::debug!("top: {msg}");

@@ -45,7 +45,7 @@ pub fn draw(f: &mut TermFrame, app: &App) {
     }
     draw_footer(f, app, footer);
     match &app.popup {
-        Some(Popup::Help) => draw_help(f, area),
+        Some(Popup::Help) => draw_help(f, area, app.replay),
         Some(Popup::Kill(req)) => draw_kill(f, req, area),
         Some(Popup::Event(ev)) => draw_event_popup(f, ev, area),
         None => {}
@@ -201,12 +201,30 @@ fn clock(ts: &str) -> &str {
     ts.get(11..19).unwrap_or(ts)
 }
 
+/// `2026-11-23 03:12:05 UTC` out of an RFC 3339 time: in a replay the date
+/// is the point.
+fn date_time(ts: &str) -> String {
+    match (ts.get(..10), ts.get(11..19)) {
+        (Some(d), Some(t)) => format!("{d} {t} UTC"),
+        _ => ts.to_string(),
+    }
+}
+
 // ---- title, header, tabs, footer --------------------------------------------
 
 fn draw_title(f: &mut TermFrame, app: &App, area: Rect) {
     let fr = &app.frame;
     let bar = Style::new().bg(Color::Blue).fg(Color::White);
     let mut spans = vec![Span::styled("sentinel top", bar.bold())];
+    // REPLAY and its time come first, so that no terminal is too narrow
+    // for them: a recording must never pass for the live view.
+    if app.replay && app.have_frame {
+        spans.push(Span::raw("  "));
+        spans.push(Span::styled(
+            format!(" REPLAY {} ", date_time(&fr.time)),
+            Style::new().bg(Color::Magenta).fg(Color::White).bold(),
+        ));
+    }
     if !fr.host.is_empty() {
         spans.push(Span::raw("  "));
         spans.push(Span::raw(fr.host.as_str()));
@@ -229,7 +247,9 @@ fn draw_title(f: &mut TermFrame, app: &App, area: Rect) {
     let time = clock(&fr.time);
     f.render_widget(Paragraph::new(left).style(bar), area);
     let room = area.width as usize;
+    // A replay's time is in its tag already.
     if app.have_frame
+        && !app.replay
         && !time.is_empty()
         && left_width(&fr.mode.describe, app) + time.len() + 2 < room
     {
@@ -432,6 +452,25 @@ const HINTS: [(&str, &str, u8); 14] = [
     ("q", "Quit", 0),
 ];
 
+/// In a replay: the time-travel keys instead of pause and kill.
+const REPLAY_HINTS: [(&str, &str, u8); 15] = [
+    ("F1", "Help", 0),
+    ("←→", "Frame", 0),
+    ("{}", "Minute", 2),
+    ("gG", "First/Last", 3),
+    ("p", "Procs", 1),
+    ("c", "Cgroups", 1),
+    ("e", "Events", 1),
+    ("Enter", "Detail", 1),
+    ("/", "Search", 4),
+    ("\\", "Filter", 5),
+    ("<>", "Sort", 6),
+    ("M", "Mem", 8),
+    ("t", "Tree", 7),
+    ("z", "Zoom", 7),
+    ("q", "Quit", 0),
+];
+
 fn draw_footer(f: &mut TermFrame, app: &App, area: Rect) {
     if let Some(input) = app.input {
         let (label, text, help) = match input {
@@ -454,9 +493,10 @@ fn draw_footer(f: &mut TermFrame, app: &App, area: Rect) {
     }
     // Two spaces between hints when they all fit, one when tight, then the
     // least important go.
+    let hints: &[(&str, &str, u8)] = if app.replay { &REPLAY_HINTS } else { &HINTS };
     let width = area.width as usize;
     let total = |gap: usize, max_drop: u8| -> usize {
-        HINTS
+        hints
             .iter()
             .filter(|h| h.2 <= max_drop)
             .map(|(k, l, _)| k.chars().count() + 1 + l.len() + gap)
@@ -464,13 +504,13 @@ fn draw_footer(f: &mut TermFrame, app: &App, area: Rect) {
             - gap
     };
     let gap = if total(2, u8::MAX) <= width { 2 } else { 1 };
-    let mut max_drop = HINTS.iter().map(|h| h.2).max().unwrap_or(0);
+    let mut max_drop = hints.iter().map(|h| h.2).max().unwrap_or(0);
     while max_drop > 0 && total(gap, max_drop) > width {
         max_drop -= 1;
     }
     let key_style = Style::new().bg(Color::Cyan).fg(Color::Black);
     let mut spans = Vec::new();
-    for (k, label, drop) in HINTS {
+    for &(k, label, drop) in hints {
         if drop > max_drop {
             continue;
         }
@@ -1189,8 +1229,27 @@ const HELP: [(&str, &str); 19] = [
     ("q F10 ^C", "quit"),
 ];
 
-fn draw_help(f: &mut TermFrame, area: Rect) {
-    let lines: Vec<Line> = HELP
+/// A replay's own keys, first in its help; pause and signals are left out.
+const REPLAY_HELP: [(&str, &str); 4] = [
+    ("← → [ ]", "one recorded frame back / forward"),
+    ("{ } ⇧← ⇧→", "one minute back / forward"),
+    ("( )", "one hour back / forward"),
+    (
+        "g G",
+        "first / last frame (G also finds frames recorded since)",
+    ),
+];
+
+fn draw_help(f: &mut TermFrame, area: Rect, replay: bool) {
+    let keys: Vec<&(&str, &str)> = if replay {
+        REPLAY_HELP
+            .iter()
+            .chain(HELP.iter().filter(|(k, _)| !matches!(*k, "Z" | "F9 k")))
+            .collect()
+    } else {
+        HELP.iter().collect()
+    };
+    let lines: Vec<Line> = keys
         .iter()
         .map(|(k, what)| {
             Line::from(vec![
@@ -1200,10 +1259,14 @@ fn draw_help(f: &mut TermFrame, area: Rect) {
             ])
         })
         .collect();
-    let r = popup_area(f, area, 70, HELP.len() as u16 + 2);
+    let r = popup_area(f, area, 70, keys.len() as u16 + 2);
     let block = Block::default()
         .borders(Borders::ALL)
-        .title(" Help: keys ")
+        .title(if replay {
+            " Help: keys (replay) "
+        } else {
+            " Help: keys "
+        })
         .border_style(Style::new().fg(Color::Cyan));
     f.render_widget(Paragraph::new(lines).block(block), r);
 }
@@ -1331,6 +1394,7 @@ mod tests {
         ]);
         f.mode = Mode {
             attached: true,
+            replay: false,
             describe: "attached to the daemon (pid 9) at /run/sentinel/sentinel.sock".into(),
         };
         f.time = "2026-03-01T12:34:56.000Z".into();
@@ -1793,6 +1857,54 @@ mod tests {
         let s = screen(&app, 100, 24);
         assert!(row(&s, "5000"), "{s}");
         assert!(!row(&s, "1"), "{s}");
+    }
+
+    fn replayed() -> App {
+        let mut f = rich();
+        f.mode = Mode {
+            attached: false,
+            replay: true,
+            describe:
+                "replay: frame 140 of 2,000; 2026-03-01T12:34:56Z in /var/lib/sentinel/recorder"
+                    .into(),
+        };
+        app_with(f)
+    }
+
+    #[test]
+    fn replay_title_footer_and_help() {
+        let app = replayed();
+        let (lines, buf) = render(&app, 80, 24);
+        let title = &lines[0];
+        assert!(
+            title.starts_with(
+                "sentinel top   REPLAY 2026-03-01 12:34:56 UTC   box  replay: frame 140 of 2,000"
+            ),
+            "{title}"
+        );
+        // The tag stands out from the bar.
+        let at = title.find("REPLAY").unwrap() as u16;
+        assert_eq!(buf[(at, 0)].bg, Color::Magenta);
+        let footer = lines.last().unwrap();
+        assert!(
+            footer.contains("←→ Frame") && footer.contains("q Quit") && !footer.contains("Pause"),
+            "{footer}"
+        );
+        let s = screen(&app, 160, 24);
+        let footer = s.lines().last().unwrap();
+        assert!(
+            footer.contains("{} Minute") && footer.contains("gG First/Last"),
+            "{footer}"
+        );
+        let mut app = replayed();
+        press(&mut app, "?");
+        let s = screen(&app, 100, 30);
+        assert!(
+            s.contains("one recorded frame back / forward")
+                && s.contains("{ } ⇧← ⇧→")
+                && !s.contains("pause the display"),
+            "{s}"
+        );
     }
 
     #[test]

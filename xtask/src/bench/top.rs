@@ -15,18 +15,17 @@
 //! Every viewer runs under `timeout --foreground`, so that none outlives an
 //! interrupted bench by more than its window.
 
-use std::ffi::CString;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+use super::cgroup::BenchCgroup;
+use super::usage::{Usage, measure};
 use super::{
-    DAEMON_MIN_WINDOW, DAEMON_WARMUP, Env, LOAD_SETTLE, Load, Options, SAMPLE_EVERY, Tracer,
-    children_of, clock_ticks, host_procs, mib, range, stat_cpu_ticks, status_kib, thousands,
-    warn_other_tracers, write_daemon_config,
+    DAEMON_MIN_WINDOW, DAEMON_WARMUP, Env, LOAD_SETTLE, Load, Options, Tracer, children_of,
+    clock_ticks, host_procs, mib, range, thousands, warn_other_tracers, write_daemon_config,
 };
 use crate::cmd::find_program;
 
@@ -70,7 +69,7 @@ pub fn top_cost(env: &Env, opts: &Options) -> Result<()> {
     }
 
     // Dropped last: kills whatever the loads left behind.
-    let cgroup = BenchCgroup::create()?;
+    let cgroup = BenchCgroup::create(&format!("sentinel-bench-top-{}", std::process::id()))?;
     let backstop = 4.0 * (window + VIEWER_WARMUP.as_secs_f64() + VIEWER_READY.as_secs_f64());
     let sleepers = start_load(env, &cgroup, "sleepers", opts.top_procs, backstop)?;
     let active = start_load(env, &cgroup, "procs", ACTIVE_PROCS, backstop)?;
@@ -209,7 +208,7 @@ fn path_arg(p: &Path) -> String {
 }
 
 /// `loadgen <mode> --procs n` in the bench's cgroup, past its ready line.
-fn start_load(
+pub(super) fn start_load(
     env: &Env,
     cgroup: &BenchCgroup,
     mode: &str,
@@ -246,99 +245,6 @@ struct Row {
     usage: Usage,
     /// Processes on the host at the end of the window.
     host: usize,
-}
-
-/// One process over one window.
-#[derive(Default)]
-struct Usage {
-    wall: f64,
-    /// utime + stime over the window, seconds.
-    cpu: f64,
-    /// % of one core per slice.
-    slices: Vec<f64>,
-    /// VmRSS samples, KiB.
-    rss: Vec<u64>,
-    /// VmHWM at the end, KiB.
-    hwm: u64,
-}
-
-impl Usage {
-    fn pct(&self) -> f64 {
-        self.cpu / self.wall * 100.0
-    }
-
-    fn rss_avg(&self) -> f64 {
-        if self.rss.is_empty() {
-            return 0.0;
-        }
-        mib(self.rss.iter().sum::<u64>()) / self.rss.len() as f64
-    }
-
-    fn rss_max(&self) -> f64 {
-        mib(self.rss.iter().copied().max().unwrap_or(0))
-    }
-
-    /// Two processes measured together, as one.
-    fn sum(a: &Usage, b: &Usage) -> Usage {
-        Usage {
-            wall: a.wall,
-            cpu: a.cpu + b.cpu,
-            slices: a.slices.iter().zip(&b.slices).map(|(x, y)| x + y).collect(),
-            rss: a.rss.iter().zip(&b.rss).map(|(x, y)| x + y).collect(),
-            hwm: a.hwm + b.hwm,
-        }
-    }
-}
-
-/// CPU (utime+stime, all threads) and RSS of `pids` over `window` seconds
-/// in `slices`; `alive` is checked at every sample.
-fn measure(
-    pids: &[u32],
-    window: f64,
-    slices: usize,
-    tck: f64,
-    verbose: bool,
-    mut alive: impl FnMut() -> Result<()>,
-) -> Result<Vec<Usage>> {
-    let cpu = |pid: u32| -> Result<f64> { Ok(stat_cpu_ticks(pid)? / tck) };
-    let mut usage: Vec<Usage> = pids.iter().map(|_| Usage::default()).collect();
-    let t0 = Instant::now();
-    let start: Vec<f64> = pids.iter().map(|&p| cpu(p)).collect::<Result<_>>()?;
-    let mut prev = start.clone();
-    let mut t_prev = 0.0;
-    for slice in 1..=slices {
-        let end = window * slice as f64 / slices as f64;
-        loop {
-            let now = t0.elapsed().as_secs_f64();
-            if now >= end {
-                break;
-            }
-            std::thread::sleep(Duration::from_secs_f64(end - now).min(SAMPLE_EVERY));
-            alive()?;
-            for (u, &pid) in usage.iter_mut().zip(pids) {
-                u.rss.push(status_kib(pid, "VmRSS")?);
-            }
-        }
-        let t = t0.elapsed().as_secs_f64();
-        let dt = t - t_prev;
-        let mut line = format!("  slice {slice}/{slices}: {dt:.1}s");
-        for ((u, &pid), p) in usage.iter_mut().zip(pids).zip(prev.iter_mut()) {
-            let c = cpu(pid)?;
-            u.slices.push((c - *p) / dt * 100.0);
-            line += &format!(" pid {pid} {:.2}%", (c - *p) / dt * 100.0);
-            *p = c;
-        }
-        if verbose {
-            eprintln!("{line}");
-        }
-        t_prev = t;
-    }
-    for ((u, &pid), (s, p)) in usage.iter_mut().zip(pids).zip(start.iter().zip(&prev)) {
-        u.wall = t_prev;
-        u.cpu = p - s;
-        u.hwm = status_kib(pid, "VmHWM")?;
-    }
-    Ok(usage)
 }
 
 fn print_top_table(opts: &Options, window: f64, baseline: bool, rows: &[Row]) {
@@ -407,99 +313,6 @@ fn print_top_table(opts: &Options, window: f64, baseline: bool, rows: &[Row]) {
         opts.rounds,
         VIEWER_WARMUP.as_secs(),
     );
-}
-
-/// A v2 cgroup for the loads. Dropping it kills what is left in it
-/// (`cgroup.kill`, else each pid) and removes it.
-struct BenchCgroup {
-    dir: PathBuf,
-    procs: CString,
-}
-
-impl BenchCgroup {
-    fn create() -> Result<Self> {
-        let mounts = std::fs::read_to_string("/proc/mounts").context("reading /proc/mounts")?;
-        let Some(mount) = mounts.lines().find_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            (f.get(2) == Some(&"cgroup2")).then(|| PathBuf::from(f[1]))
-        }) else {
-            bail!("no cgroup2 filesystem in /proc/mounts");
-        };
-        let dir = mount.join(format!("sentinel-bench-top-{}", std::process::id()));
-        std::fs::create_dir(&dir).with_context(|| format!("creating cgroup {}", dir.display()))?;
-        let procs = CString::new(dir.join("cgroup.procs").to_string_lossy().into_owned())
-            .context("cgroup path with a NUL byte")?;
-        Ok(Self { dir, procs })
-    }
-
-    /// `cmd`'s child joins the cgroup between fork and exec.
-    fn attach(&self, cmd: &mut Command) -> Result<()> {
-        let file = self.procs.clone();
-        // SAFETY: runs in the forked child before exec; open, write and
-        // close are async-signal-safe and use memory allocated before.
-        unsafe {
-            cmd.pre_exec(move || {
-                let fd = libc::open(file.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-                if fd < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                let n = libc::write(fd, b"0\n".as_ptr().cast(), 2);
-                let err = std::io::Error::last_os_error();
-                libc::close(fd);
-                if n != 2 {
-                    return Err(err);
-                }
-                Ok(())
-            });
-        }
-        Ok(())
-    }
-
-    fn pids(&self) -> Vec<i32> {
-        std::fs::read_to_string(self.dir.join("cgroup.procs"))
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| l.trim().parse().ok())
-            .collect()
-    }
-}
-
-impl Drop for BenchCgroup {
-    fn drop(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let pids = self.pids();
-            if pids.is_empty() {
-                break;
-            }
-            // cgroup.kill (5.14+) takes them all at once, forks included.
-            if std::fs::write(self.dir.join("cgroup.kill"), "1").is_err() {
-                for pid in pids {
-                    // SAFETY: plain syscall; only the loads' processes are
-                    // in here, and a stale pid yields ESRCH.
-                    unsafe { libc::kill(pid, libc::SIGKILL) };
-                }
-            }
-            if Instant::now() >= deadline {
-                eprintln!(
-                    "bench: {} still holds {} processes after 30 s",
-                    self.dir.display(),
-                    self.pids().len()
-                );
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        // Empty, but the kernel may need a moment to let it go.
-        for _ in 0..100 {
-            match std::fs::remove_dir(&self.dir) {
-                Ok(()) => return,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
-                Err(_) => std::thread::sleep(Duration::from_millis(50)),
-            }
-        }
-        eprintln!("bench: could not remove cgroup {}", self.dir.display());
-    }
 }
 
 /// A private tmux server (its own socket, no config) whose only pane runs
