@@ -321,6 +321,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     return Ok(ExitCode::from(2));
                 }
             };
+            // A signal ends the export through its error path, which
+            // removes the staged files.
+            install_stop_handler();
             let path = sentinel::export::run(&sentinel::export::Options {
                 since,
                 until,

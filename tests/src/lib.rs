@@ -22,6 +22,8 @@
 //!   libtest's capture so a run's numbers can be collected with grep.
 //! - [`tmux::Tmux`]: a private tmux server whose pane runs a terminal UI
 //!   (`sentinel top`), driven with keys and read with `capture-pane`.
+//! - [`archive::Archive`]: a `sentinel export` archive, unpacked and checked,
+//!   with its CSV timelines parsed.
 //!
 //! Tests return `anyhow::Result<()>`; a test that cannot run calls [`skip!`],
 //! which prints a `SKIP` line past libtest's output capture and returns.

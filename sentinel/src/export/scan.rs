@@ -105,6 +105,18 @@ fn keep_max<T: PartialOrd + Copy>(slot: &mut Option<(u64, T)>, t: u64, v: T) {
     }
 }
 
+/// SIGINT or SIGTERM: the export ends with an error, so the archive's
+/// guard removes what was staged.
+fn stopped() -> io::Result<()> {
+    if crate::snapshot::STOP.load(std::sync::atomic::Ordering::Relaxed) {
+        return Err(io::Error::new(
+            io::ErrorKind::Interrupted,
+            "interrupted by a signal",
+        ));
+    }
+    Ok(())
+}
+
 /// The first pass: events, start records, per-subject figures, and the
 /// host timeline (every frame has a host row, so it is written as it goes).
 pub fn survey(store: &Store, locs: &[Loc], host_csv: &Path) -> io::Result<Survey> {
@@ -126,6 +138,7 @@ pub fn survey(store: &Store, locs: &[Loc], host_csv: &Path) -> io::Result<Survey
     };
     let mut seen_ids: HashSet<String> = HashSet::new();
     for loc in locs {
+        stopped()?;
         let rec = match store.load(loc) {
             Ok(r) => r,
             Err(e) => {
@@ -329,6 +342,7 @@ pub fn collect(
     };
     let mut i = 0u64;
     for loc in locs.iter().filter(|l| l.kind == RecordKind::Frame) {
+        stopped()?;
         // Counted by the survey; the frame is left out here too.
         let Ok(Record::Frame(f)) = store.load(loc) else {
             continue;

@@ -37,6 +37,14 @@ pub enum RecordKind {
 }
 
 impl RecordKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            RecordKind::Start => "start",
+            RecordKind::Event => "event",
+            RecordKind::Frame => "frame",
+        }
+    }
+
     fn from_u8(v: u8) -> Option<RecordKind> {
         match v {
             1 => Some(RecordKind::Start),

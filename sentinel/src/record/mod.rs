@@ -22,9 +22,13 @@ pub use writer::Recorder;
 
 use crate::{event::Event, top::frame::Frame};
 
-/// The meaning of records' JSON. A reader accepts any schema up to its own
-/// (fields added later have defaults); records of a newer schema are
-/// counted and skipped.
+/// The meaning of records' JSON. A reader accepts any schema up to its own;
+/// records of a newer schema are counted and skipped. The rule that keeps
+/// old stores readable: a field added to `Start`, `Event` or `Frame` (and
+/// the rows inside it) gets `#[serde(default)]`, and a field is never
+/// renamed or given a new meaning without bumping this.
+/// `tests::a_schema_1_store_stays_readable` reads a store written by the
+/// first release.
 pub const SCHEMA: u16 = 1;
 
 /// The first record of every segment: who wrote what follows.
@@ -127,9 +131,9 @@ mod tests {
         let seg = std::fs::read_dir(tmp.path())
             .unwrap()
             .flatten()
-            .next()
-            .unwrap()
-            .path();
+            .map(|e| e.path())
+            .find(|p| p.extension().is_some_and(|x| x == "seg"))
+            .unwrap();
         let len = std::fs::metadata(&seg).unwrap().len();
         let mut f = OpenOptions::new().write(true).open(&seg).unwrap();
         // A crash in the middle of the last write.
@@ -190,6 +194,141 @@ mod tests {
         assert!(p.reason.contains("min_free"), "{}", p.reason);
         assert_eq!(st.dropped, 1);
         r.shutdown(Duration::from_secs(5));
+    }
+
+    const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/src/record/testdata");
+
+    fn oom_event() -> Event {
+        serde_json::from_value(serde_json::json!({
+            "id": "e1", "incident": "e1", "ts": "2026-11-23T03:12:00.000Z", "host": "vm",
+            "kind": "oom_kill", "severity": "critical", "state": "firing", "subject": "process",
+            "pid": 42, "comm": "grower", "cgroup": "/job", "container": "/job",
+            "summary": "OOM kill: grower (pid 42)", "evidence": {"victim_pid": 42}
+        }))
+        .unwrap()
+    }
+
+    /// Writes the fixture: `SENTINEL_WRITE_FIXTURE=1 cargo test --release
+    /// -p sentinel write_schema_1_fixture -- --ignored`. Never rewrite it
+    /// for a new schema: add a new one beside it.
+    #[test]
+    #[ignore]
+    fn write_schema_1_fixture() {
+        if std::env::var_os("SENTINEL_WRITE_FIXTURE").is_none() {
+            return;
+        }
+        let dir = Path::new(FIXTURE);
+        let _ = std::fs::remove_dir_all(dir);
+        std::fs::create_dir_all(dir).unwrap();
+        let start = Start {
+            version: "0.1.0".into(),
+            host: "vm".into(),
+            kernel: "6.18.0".into(),
+            interval_s: 5.0,
+            ..Default::default()
+        };
+        let t = 1_795_460_000_000;
+        let mut out = Vec::new();
+        for (kind, ms, json) in [
+            (RecordKind::Start, t, serde_json::to_vec(&start).unwrap()),
+            (
+                RecordKind::Frame,
+                t + 5_000,
+                serde_json::to_vec(&frame(t + 5_000, 100 << 20)).unwrap(),
+            ),
+            (
+                RecordKind::Event,
+                t + 7_000,
+                serde_json::to_vec(&oom_event()).unwrap(),
+            ),
+            (
+                RecordKind::Frame,
+                t + 10_000,
+                serde_json::to_vec(&frame(t + 10_000, 200 << 20)).unwrap(),
+            ),
+        ] {
+            out.extend(format::encode(kind, SCHEMA, ms, &json));
+        }
+        std::fs::write(dir.join(reader::segment_name(t)), out).unwrap();
+        std::fs::remove_file(dir.join(".lock")).ok();
+    }
+
+    #[test]
+    fn a_schema_1_store_stays_readable() {
+        let store = Store::open(Path::new(FIXTURE)).unwrap();
+        let all = [RecordKind::Start, RecordKind::Event, RecordKind::Frame];
+        let idx = store.index(0, u64::MAX, &all);
+        assert_eq!((idx.locs.len(), idx.stats.corrupt), (4, 0));
+        let recs: Vec<Record> = idx.locs.iter().map(|l| store.load(l).unwrap()).collect();
+        assert!(matches!(&recs[0], Record::Start(s) if s.kernel == "6.18.0"));
+        assert!(matches!(&recs[1], Record::Frame(f) if f.procs[0].rss == 100 << 20));
+        assert!(matches!(&recs[2], Record::Event(e) if e.names.pid == Some(42)));
+        assert!(matches!(&recs[3], Record::Frame(f) if f.procs[0].comm == "grower"));
+    }
+
+    #[test]
+    fn records_of_a_newer_schema_are_skipped_not_fatal() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut out = Vec::new();
+        out.extend(format::encode(
+            RecordKind::Frame,
+            SCHEMA + 1,
+            1,
+            b"{\"new\":true}",
+        ));
+        out.extend(format::encode(
+            RecordKind::Frame,
+            SCHEMA,
+            2,
+            &serde_json::to_vec(&frame(2, 7)).unwrap(),
+        ));
+        std::fs::write(tmp.path().join(reader::segment_name(1)), out).unwrap();
+        let store = Store::open(tmp.path()).unwrap();
+        let (rss, stats) = rss_of(&store);
+        assert_eq!((rss, stats.unknown, stats.corrupt), (vec![7], 1, 0));
+    }
+
+    /// Events kept back while the disk was full are written later, into a
+    /// segment named after the resume: a range query by their own time
+    /// still finds them.
+    #[test]
+    fn a_record_older_than_its_segment_is_found_by_its_time() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t0 = 1_795_460_000_000u64;
+        let write = |name_ms: u64, kind, ms: u64, json: Vec<u8>| {
+            std::fs::write(
+                tmp.path().join(reader::segment_name(name_ms)),
+                format::encode(kind, SCHEMA, ms, &json),
+            )
+            .unwrap();
+        };
+        write(
+            t0,
+            RecordKind::Frame,
+            t0,
+            serde_json::to_vec(&frame(t0, 1)).unwrap(),
+        );
+        let e = serde_json::to_vec(&oom_event()).unwrap();
+        write(t0 + 7_200_000, RecordKind::Event, t0 + 600_000, e);
+        let store = Store::open(tmp.path()).unwrap();
+        let idx = store.index(t0, t0 + 1_200_000, &[RecordKind::Event]);
+        assert_eq!(idx.locs.len(), 1);
+    }
+
+    #[test]
+    fn one_writer_per_store() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cfg = config(tmp.path());
+        let first = Recorder::start(&cfg, Start::default()).unwrap();
+        let err = format!(
+            "{:#}",
+            Recorder::start(&cfg, Start::default()).err().unwrap()
+        );
+        assert!(err.contains("another sentinel process"), "{err}");
+        first.shutdown(Duration::from_secs(5));
+        Recorder::start(&cfg, Start::default())
+            .unwrap()
+            .shutdown(Duration::from_secs(5));
     }
 
     #[test]

@@ -83,9 +83,12 @@ pub enum LoadError {
     },
 }
 
-/// Records are stamped with their own time (an event's, a frame's), which
-/// can be a little before the segment they were written to was opened.
-const SLACK_MS: u64 = 10 * 60 * 1000;
+impl LoadError {
+    /// The segment was deleted (retention) since it was indexed: not damage.
+    pub fn is_gone(&self) -> bool {
+        matches!(self, LoadError::Io { source, .. } if source.kind() == io::ErrorKind::NotFound)
+    }
+}
 
 pub struct Store {
     dir: PathBuf,
@@ -93,7 +96,7 @@ pub struct Store {
 }
 
 /// `<first unix ms>.seg`
-pub(super) fn segment_name(first_ms: u64) -> String {
+pub(crate) fn segment_name(first_ms: u64) -> String {
     format!("{first_ms:016}.seg")
 }
 
@@ -139,23 +142,14 @@ impl Store {
     }
 
     /// The records of `kinds` stamped in `since..=until` (Unix ms), in time
-    /// order. A segment is skipped unread when it starts after `until` or
-    /// the next one starts before `since`.
+    /// order. Every segment's headers are walked: a segment's name is when
+    /// it was opened, not a bound on what it holds (events kept back while
+    /// the disk was full are written later with their own time; a clock
+    /// stepped back leaves names ahead of records), and a header walk costs
+    /// about 25 ms per day of frames.
     pub fn index(&self, since: u64, until: u64, kinds: &[RecordKind]) -> Index {
         let mut out = Index::default();
         for (i, seg) in self.segments.iter().enumerate() {
-            if seg.first_ms > until.saturating_add(SLACK_MS) {
-                break;
-            }
-            if let Some(next) = self.segments.get(i + 1)
-                && next.first_ms.saturating_add(SLACK_MS) < since
-                // A clock stepped back can stamp records after the next
-                // segment's start: read segments whose names are in
-                // order only, which the writer guarantees for its own.
-                && next.first_ms >= seg.first_ms
-            {
-                continue;
-            }
             out.stats.segments += 1;
             out.stats.bytes += seg.bytes;
             if let Err(e) = walk(seg, i as u32, &mut out, |h| {
@@ -170,34 +164,11 @@ impl Store {
         out
     }
 
-    /// The first and last record times, from a walk of the first and last
-    /// non-empty segments.
+    /// The first and last record times.
     pub fn span(&self) -> Option<(u64, u64)> {
         let all = [RecordKind::Start, RecordKind::Event, RecordKind::Frame];
-        let live: Vec<usize> = (0..self.segments.len())
-            .filter(|&i| self.segments[i].bytes > 0)
-            .collect();
-        let mut first = None;
-        for &i in &live {
-            let mut idx = Index::default();
-            let _ = walk(&self.segments[i], i as u32, &mut idx, |_| true);
-            if let Some(t) = idx.locs.iter().map(|l| l.unix_ms).min() {
-                first = Some(t);
-                break;
-            }
-        }
-        let mut last = None;
-        for &i in live.iter().rev() {
-            let mut idx = Index::default();
-            let _ = walk(&self.segments[i], i as u32, &mut idx, |h| {
-                h.kind.is_some_and(|k| all.contains(&k))
-            });
-            if let Some(t) = idx.locs.iter().map(|l| l.unix_ms).max() {
-                last = Some(t);
-                break;
-            }
-        }
-        Some((first?, last?))
+        let idx = self.index(0, u64::MAX, &all);
+        Some((idx.locs.first()?.unix_ms, idx.locs.last()?.unix_ms))
     }
 
     pub fn load(&self, loc: &Loc) -> Result<Record, LoadError> {

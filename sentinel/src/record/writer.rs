@@ -45,6 +45,8 @@ const RETRY: Duration = Duration::from_secs(2);
 /// Free space wanted above `min_free` before recording resumes, so a disk
 /// at the edge does not flap between paused and recording.
 const RESUME_MARGIN: u64 = 1 << 20;
+/// A writer silent this long is reported paused: its disk is not answering.
+const STUCK: Duration = Duration::from_secs(30);
 /// Events kept in memory while paused, written when recording resumes.
 const BACKLOG: usize = 1000;
 const RETENTION_EVERY: Duration = Duration::from_secs(60);
@@ -81,6 +83,11 @@ pub struct Recorder {
     status: Arc<Mutex<Status>>,
     /// Messages the full queue turned away.
     refused: AtomicU64,
+    /// Milliseconds after `t0` when the writer last came round its loop:
+    /// a write or fdatasync stuck on a dying disk stops it.
+    heartbeat: Arc<AtomicU64>,
+    t0: Instant,
+    dir: PathBuf,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -93,21 +100,13 @@ struct Bounds {
 }
 
 impl Recorder {
-    /// Creates the directory and the first segment. A directory that cannot
-    /// be made or written is an error naming it; a full disk is not (the
-    /// recorder starts paused, and the daemon still watches).
+    /// Creates the directory and the first segment. A path that cannot be
+    /// a directory, or one this process may not write, is an error naming
+    /// it. A full, read-only or failing filesystem is not: that is a state
+    /// the disk is in, so the recorder starts paused and the daemon still
+    /// watches.
     pub fn start(cfg: &config::Config, start: Start) -> Result<Recorder> {
         let dir = cfg.recorder_dir();
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&dir)
-            .with_context(|| {
-                format!(
-                    "creating the flight recorder's directory {} ([recorder] dir)",
-                    dir.display()
-                )
-            })?;
         let r = &cfg.recorder;
         let bounds = Bounds {
             max_size: r.max_size,
@@ -117,35 +116,43 @@ impl Recorder {
         };
         let status = Arc::new(Mutex::new(Status::default()));
         let mut w = Writer {
-            segments: list_segments(&dir).with_context(|| {
-                format!("reading the flight recorder's directory {}", dir.display())
-            })?,
-            dir,
+            segments: VecDeque::new(),
+            dir: dir.clone(),
             bounds,
             start,
             seg: None,
+            lock: None,
             paused: None,
             last_try: Instant::now(),
             last_retention: Instant::now(),
             backlog: VecDeque::new(),
             status: status.clone(),
+            heartbeat: Arc::new(AtomicU64::new(0)),
+            t0: Instant::now(),
             unsynced: false,
             stats: Status::default(),
         };
-        match w.open_segment(unix_ms_now()) {
+        let fatal = |e: io::Error, what: &str| -> anyhow::Error {
+            anyhow::Error::new(e).context(format!(
+                "{what} the flight recorder's directory {} ([recorder] dir)",
+                dir.display()
+            ))
+        };
+        match w.prepare() {
             Ok(()) => {}
-            Err(e) if is_full(&e) => w.pause(format!("{e}")),
-            Err(e) => {
-                return Err(e).with_context(|| {
-                    format!(
-                        "writing to the flight recorder's directory {}",
-                        w.dir.display()
-                    )
-                });
+            Err(e) if is_disk_state(&e) => w.pause(format!("{}: {e}", dir.display())),
+            Err(e) => return Err(fatal(e, "preparing")),
+        }
+        if w.paused.is_none() {
+            match w.open_segment(unix_ms_now()) {
+                Ok(()) => {}
+                Err(e) if is_disk_state(&e) => w.pause(format!("{}: {e}", dir.display())),
+                Err(e) => return Err(fatal(e, "writing to")),
             }
         }
         w.retention();
         w.publish();
+        let heartbeat = w.heartbeat.clone();
         let (tx, rx) = sync_channel(QUEUE);
         let thread = std::thread::Builder::new()
             .name("recorder".into())
@@ -155,6 +162,9 @@ impl Recorder {
             tx: Some(tx),
             status,
             refused: AtomicU64::new(0),
+            heartbeat,
+            t0: Instant::now(),
+            dir,
             thread: Some(thread),
         })
     }
@@ -178,6 +188,28 @@ impl Recorder {
     pub fn status(&self) -> Status {
         let mut s = self.status.lock().map(|s| s.clone()).unwrap_or_default();
         s.dropped += self.refused.load(Ordering::Relaxed);
+        if s.paused.is_none() {
+            let silent = Duration::from_millis(
+                (self.t0.elapsed().as_millis() as u64)
+                    .saturating_sub(self.heartbeat.load(Ordering::Relaxed)),
+            );
+            let reason = if self.thread.as_ref().is_some_and(|t| t.is_finished()) {
+                Some("the recorder thread stopped".to_string())
+            } else if silent >= STUCK {
+                Some(format!(
+                    "a write or fdatasync in {} has not returned for {}",
+                    self.dir.display(),
+                    units::duration(Duration::from_secs(silent.as_secs()))
+                ))
+            } else {
+                None
+            };
+            s.paused = reason.map(|reason| Pause {
+                since_ms: unix_ms_now().saturating_sub(silent.as_millis() as u64),
+                dir: self.dir.clone(),
+                reason,
+            });
+        }
         s
     }
 
@@ -215,6 +247,10 @@ struct Writer {
     dir: PathBuf,
     bounds: Bounds,
     start: Start,
+    /// `<dir>/.lock`, held while this writer lives: one writer per store.
+    lock: Option<File>,
+    heartbeat: Arc<AtomicU64>,
+    t0: Instant,
     /// Every segment on disk, oldest first, the open one last.
     segments: VecDeque<(u64, PathBuf, u64)>,
     seg: Option<OpenSegment>,
@@ -236,6 +272,7 @@ impl Writer {
                 Err(RecvTimeoutError::Disconnected) => break,
             };
             let t0 = Instant::now();
+            self.beat();
             if self.paused.is_some() && self.last_try.elapsed() >= RETRY {
                 self.try_resume();
             }
@@ -249,6 +286,7 @@ impl Writer {
                 self.retention();
             }
             self.stats.busy_s += t0.elapsed().as_secs_f64();
+            self.beat();
             self.publish();
         }
         self.sync();
@@ -272,7 +310,19 @@ impl Writer {
             ),
         };
         let json = match json {
-            Ok(j) => j,
+            Ok(j) if j.len() <= format::MAX_PAYLOAD as usize => j,
+            Ok(j) => {
+                // No reader would take it: a frame with thousands of
+                // blocked threads' stacks, say.
+                tracing::warn!(
+                    "recorder: dropping a {} record of {}, over the {} a record may hold",
+                    kind.name(),
+                    units::size(j.len() as u64),
+                    units::size(format::MAX_PAYLOAD.into())
+                );
+                self.stats.dropped += 1;
+                return;
+            }
             Err(e) => {
                 tracing::warn!("recorder: encoding a record: {e}");
                 return;
@@ -335,8 +385,9 @@ impl Writer {
             Err(e) => {
                 // Cut what part of the record made it, so the segment
                 // ends on a whole record; if even that fails the reader
-                // skips the torn tail.
+                // skips the torn tail. What was written before is synced.
                 let _ = seg.file.set_len(seg.len);
+                let _ = seg.file.sync_data();
                 self.seg = None;
                 self.pause(format!("writing {}: {e}", seg_path_name(&self.segments)));
                 false
@@ -384,6 +435,10 @@ impl Writer {
         self.last_try = Instant::now();
         // Old segments may be what fills the disk: retention first.
         self.retention();
+        if let Err(e) = self.prepare() {
+            tracing::debug!("recorder: still paused: {e}");
+            return;
+        }
         if self.room_for(RESUME_MARGIN).is_err() {
             return;
         }
@@ -409,6 +464,25 @@ impl Writer {
                 return;
             }
         }
+    }
+
+    /// The directory, its lock and the segments already in it; again on
+    /// each attempt to resume, as the directory may be what failed.
+    fn prepare(&mut self) -> io::Result<()> {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.dir)?;
+        if self.lock.is_none() {
+            self.lock = Some(lock_dir(&self.dir)?);
+            self.segments = list_segments(&self.dir)?;
+        }
+        Ok(())
+    }
+
+    fn beat(&self) {
+        self.heartbeat
+            .store(self.t0.elapsed().as_millis() as u64, Ordering::Relaxed);
     }
 
     /// A new segment, its Start record first. Every start of the writer
@@ -458,7 +532,11 @@ impl Writer {
         if let Some(seg) = &self.seg
             && let Err(e) = seg.file.sync_data()
         {
-            tracing::warn!("recorder: fdatasync {}: {e}", seg.path.display());
+            // After a failed fdatasync the kernel may have dropped the
+            // pages it could not write: what follows would sit on a hole.
+            let reason = format!("fdatasync {}: {e}", seg.path.display());
+            self.seg = None;
+            self.pause(reason);
         }
     }
 
@@ -557,8 +635,44 @@ fn free_bytes(dir: &Path) -> io::Result<u64> {
     Ok(st.f_bavail as u64 * st.f_frsize as u64)
 }
 
-fn is_full(e: &io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+/// Errors that say what the disk is going through (full, read-only,
+/// failing), not that the configuration is wrong.
+fn is_disk_state(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::ENOSPC | libc::EDQUOT | libc::EROFS | libc::EIO)
+    )
+}
+
+/// One writer per store: a second daemon, or a reload whose old writer is
+/// still finishing, would delete the other's segments by its own list.
+/// The old writer gets a few seconds to let go.
+fn lock_dir(dir: &Path) -> io::Result<File> {
+    use std::os::fd::AsRawFd;
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(dir.join(".lock"))?;
+    let end = Instant::now() + Duration::from_secs(5);
+    loop {
+        // SAFETY: a valid open fd.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return Ok(f);
+        }
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EWOULDBLOCK) {
+            return Err(e);
+        }
+        if Instant::now() >= end {
+            return Err(io::Error::new(
+                io::ErrorKind::ResourceBusy,
+                "another sentinel process is recording into this directory",
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 #[cfg(test)]

@@ -161,6 +161,8 @@ pub struct Replay {
     /// Records whose payload failed its checks, by index.
     bad_frames: HashSet<usize>,
     bad_events: HashSet<usize>,
+    /// Of those, records whose segment retention deleted while we looked.
+    gone: u64,
     frame_cache: VecDeque<(usize, Arc<Frame>)>,
     event_cache: HashMap<usize, Event>,
     seen: Fingerprint,
@@ -230,6 +232,7 @@ impl Replay {
             walk_corrupt: idx.stats.corrupt,
             bad_frames: HashSet::new(),
             bad_events: HashSet::new(),
+            gone: 0,
             frame_cache: VecDeque::new(),
             event_cache: HashMap::new(),
             seen,
@@ -255,7 +258,7 @@ impl Replay {
     /// Records skipped as corrupt so far: bad stretches the walk found,
     /// and records whose payload failed when read.
     pub fn corrupt(&self) -> u64 {
-        self.walk_corrupt + (self.bad_frames.len() + self.bad_events.len()) as u64
+        self.walk_corrupt + (self.bad_frames.len() + self.bad_events.len()) as u64 - self.gone
     }
 
     /// Moves. Past either end it stays on the first or last frame; a move
@@ -335,6 +338,7 @@ impl Replay {
         // Indices changed meaning.
         self.bad_frames.clear();
         self.bad_events.clear();
+        self.gone = 0;
         self.frame_cache.clear();
         self.event_cache.clear();
         true
@@ -438,7 +442,9 @@ impl Replay {
             Err(e) => {
                 // Counted and shown in the title; never fatal.
                 tracing::debug!("replay: {e}");
-                self.bad_frames.insert(i);
+                if self.bad_frames.insert(i) && e.is_gone() {
+                    self.gone += 1;
+                }
                 None
             }
         }
@@ -462,7 +468,9 @@ impl Replay {
             Ok(_) => None,
             Err(e) => {
                 tracing::debug!("replay: {e}");
-                self.bad_events.insert(i);
+                if self.bad_events.insert(i) && e.is_gone() {
+                    self.gone += 1;
+                }
                 None
             }
         }
