@@ -290,12 +290,18 @@ pub fn run_sentinel_timeout(
 ) -> Result<CheckOutput> {
     let command = format!("{} {subcommand} {}", bin.display(), args.join(" "));
     let mut cmd = Command::new(bin);
-    cmd.arg(subcommand)
-        .args(args)
-        .stdin(Stdio::null())
+    cmd.arg(subcommand).args(args);
+    configure(&mut cmd);
+    run_command(cmd, command, timeout)
+}
+
+/// Runs `cmd` with stdin closed and its output captured, killing it (and
+/// failing, with what it printed) after `timeout`. `command` names it in
+/// messages.
+pub fn run_command(mut cmd: Command, command: String, timeout: Duration) -> Result<CheckOutput> {
+    cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    configure(&mut cmd);
     let mut child = cmd.spawn().with_context(|| format!("spawning {command}"))?;
     let mut out = child.stdout.take().expect("piped");
     let mut err = child.stderr.take().expect("piped");

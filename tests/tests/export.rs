@@ -5,14 +5,13 @@
 //! (Debian's headless Chromium) actually draws. Then what a user can get
 //! wrong: a range with no data, an unknown event id, an unwritable output.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use sentinel_tests::archive::Archive;
-use sentinel_tests::sentinel::{CheckOutput, run_sentinel, wait_timeout};
+use sentinel_tests::sentinel::{CheckOutput, run_command, run_sentinel};
 use sentinel_tests::{
     Daemon, Kind, MIB, ScratchDir, TestCgroup, Workload, measured, require_root, sentinel_bin,
     serial, skip, truncate, workload_bin,
@@ -384,34 +383,17 @@ fn chromium_run(bin: &Path, profile: &Path, args: &[String]) -> Result<String> {
         "--force-device-scale-factor=1",
     ])
     .arg(format!("--user-data-dir={}", profile.display()))
-    .args(args)
-    .stdin(Stdio::null())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
+    .args(args);
     let command = format!("{} {}", bin.display(), args.join(" "));
-    let mut child = cmd.spawn().with_context(|| format!("spawning {command}"))?;
-    let mut out = child.stdout.take().expect("piped");
-    let mut err = child.stderr.take().expect("piped");
-    let out = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = out.read_to_string(&mut s);
-        s
-    });
-    let err = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
-        s
-    });
-    let status = wait_timeout(&mut child, CHROMIUM_TIMEOUT);
-    let stdout = out.join().unwrap_or_default();
-    let stderr = err.join().unwrap_or_default();
-    let status = status.with_context(|| format!("{command}: {}", truncate(&stderr, 3000)))?;
+    let run = run_command(cmd, command, CHROMIUM_TIMEOUT)?;
     ensure!(
-        status.success(),
-        "{command} failed ({status}): {}",
-        truncate(&stderr, 3000)
+        run.status.success(),
+        "{} failed ({}): {}",
+        run.command,
+        run.status,
+        truncate(&run.stderr, 3000)
     );
-    Ok(stdout)
+    Ok(run.stdout)
 }
 
 /// The opening tag of the first element carrying all of `needles`.

@@ -40,6 +40,19 @@ fn time(ms: u64) -> Value {
     json!({ "time": rfc3339(ms), "unix_ms": ms })
 }
 
+/// A recorder's start record without its configuration (the manifest
+/// carries that once, on its own).
+fn recorder(st: &crate::record::Start) -> Value {
+    json!({
+        "version": st.version,
+        "host": st.host,
+        "kernel": st.kernel,
+        "boot_id": st.boot_id,
+        "pid": st.pid,
+        "interval_s": st.interval_s,
+    })
+}
+
 pub fn manifest(f: &Facts) -> Value {
     let s = f.survey;
     let last = f.starts.last().map(|(_, st)| st);
@@ -47,15 +60,9 @@ pub fn manifest(f: &Facts) -> Value {
         .starts
         .iter()
         .map(|(t, st)| {
-            json!({
-                "started": rfc3339(*t),
-                "version": st.version,
-                "host": st.host,
-                "kernel": st.kernel,
-                "boot_id": st.boot_id,
-                "pid": st.pid,
-                "interval_s": st.interval_s,
-            })
+            let mut v = recorder(st);
+            v["started"] = json!(rfc3339(*t));
+            v
         })
         .collect();
     let processes: Vec<Value> = f
@@ -170,16 +177,7 @@ pub fn host(s: &Survey, start: Option<&Start>, generated_ms: u64) -> Value {
         })
         .collect();
     let boot_id = read("/proc/sys/kernel/random/boot_id");
-    let start = start.map(|st| {
-        json!({
-            "version": st.version,
-            "host": st.host,
-            "kernel": st.kernel,
-            "boot_id": st.boot_id,
-            "pid": st.pid,
-            "interval_s": st.interval_s,
-        })
-    });
+    let start = start.map(recorder);
     json!({
         "recorded": {
             "time": s.last_header.as_ref().map(|h| rfc3339(h.0)),
