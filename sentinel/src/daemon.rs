@@ -319,16 +319,16 @@ pub fn run(s: &mut Sentinel, source: &Source, mut cfg: Config, mut svc: Services
             }
         }
 
-        if let Some(r) = &svc.recorder {
-            engine.external.extend(recorder_finding(&r.status()));
-        }
+        let recorder = svc.recorder.as_ref().map(|r| r.status());
+        engine
+            .external
+            .extend(recorder.as_ref().and_then(recorder_finding));
         let tick = engine.tick(s, &cfg)?;
         for e in tick.events {
             svc.emit(e);
         }
 
         let sinks = svc.sinks.as_ref().map(|x| x.status()).unwrap_or_default();
-        let recorder = svc.recorder.as_ref().map(|r| r.status());
         svc.metrics.update(&metrics::Input {
             recorder: recorder.as_ref(),
             t: tick.t,
@@ -374,7 +374,7 @@ pub fn run(s: &mut Sentinel, source: &Source, mut cfg: Config, mut svc: Services
                     .map_or_else(String::new, |p| p.display().to_string())
             ),
         };
-        let frame = match &wanted {
+        let mut frame = match &wanted {
             Some(w) => svc
                 .frames
                 .build(&mut engine, s, mode, cfg.daemon.interval, w),
@@ -384,7 +384,10 @@ pub fn run(s: &mut Sentinel, source: &Source, mut cfg: Config, mut svc: Services
         };
         if record && let Some(r) = &svc.recorder {
             last_frame = Instant::now();
-            let mut rec = frame.clone();
+            let mut rec = match wanted {
+                Some(_) => frame.clone(),
+                None => std::mem::take(&mut frame),
+            };
             rec.mode = Mode {
                 attached: false,
                 replay: false,
