@@ -29,6 +29,9 @@ pub struct Tracefs {
 pub struct Field {
     pub offset: u32,
     pub size: u32,
+    /// Declared as an array (`char rwbs[8]`): its size says nothing about
+    /// its alignment.
+    pub array: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -176,7 +179,15 @@ pub fn parse_format(text: &str) -> Format {
             .find(|s| !s.is_empty())
             .unwrap_or_default();
         if let (Some(offset), Some(size)) = (offset, size) {
-            fmt.fields.insert(name.to_string(), Field { offset, size });
+            let array = decl.contains('[');
+            fmt.fields.insert(
+                name.to_string(),
+                Field {
+                    offset,
+                    size,
+                    array,
+                },
+            );
         }
     }
     fmt
@@ -206,14 +217,16 @@ print fmt: \"mm_id=%u curr=%d type=%s size=%ldB\", REC->mm_id";
             f.fields["size"],
             Field {
                 offset: 24,
-                size: 8
+                size: 8,
+                array: false,
             }
         );
         assert_eq!(
             f.fields["member"],
             Field {
                 offset: 16,
-                size: 4
+                size: 4,
+                array: false,
             }
         );
         assert!(!f.fields.contains_key("nope"));

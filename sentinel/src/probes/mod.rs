@@ -186,8 +186,9 @@ pub fn need_field(fmt: &crate::tracefs::Format, field: &str, sizes: &[u32]) -> R
             f.size
         ));
     }
-    // Arrays (e.g. `char rwbs[10]`) are read by their first byte.
-    let width = if f.size > 8 { 1 } else { f.size };
+    // Arrays (e.g. `char rwbs[8]`, as on 5.10 and 6.12) are read by their
+    // first byte: an 8-byte array need not be 8-byte aligned.
+    let width = if f.array || f.size > 8 { 1 } else { f.size };
     if f.offset % width != 0 || f.offset + width > sentinel_common::MAX_CTX_OFFSET {
         return Err(format!(
             "field `{field}` at offset {} is beyond what the program can read",
@@ -476,8 +477,10 @@ mod tests {
             "\tfield:int member;\toffset:16;\tsize:4;\tsigned:1;\n\
              \tfield:char rwbs[10];\toffset:34;\tsize:10;\tsigned:0;\n\
              \tfield:u64 far;\toffset:128;\tsize:8;\tsigned:0;\n\
-             \tfield:u32 odd;\toffset:18;\tsize:4;\tsigned:0;\n",
+             \tfield:u32 odd;\toffset:18;\tsize:4;\tsigned:0;\n\
+             \tfield:char rwbs8[8];\toffset:28;\tsize:8;\tsigned:0;\n",
         );
+        assert_eq!(need_field(&f, "rwbs8", &[8, 10]), Ok(28));
         assert_eq!(need_field(&f, "member", &[4]), Ok(16));
         assert!(
             need_field(&f, "member", &[8])
