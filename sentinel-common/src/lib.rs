@@ -16,6 +16,9 @@ pub const MAX_STACKS: u32 = 4096;
 pub const MAX_DEVICES: u32 = 256;
 pub const MAX_IO_INFLIGHT: u32 = 8192;
 pub const MAX_DIO_THREADS: u32 = 4096;
+/// Threads that folded their process at exit, remembered for the few
+/// milliseconds their late events take (LRU: nothing marks their end).
+pub const MAX_EXITED: u32 = 4096;
 pub const OOM_RINGBUF_BYTES: u32 = 64 * 1024;
 /// Frames kept per user stack.
 pub const STACK_DEPTH: usize = 32;
@@ -409,6 +412,12 @@ pub enum Counter {
     OomVictim = 8,
     Exec = 9,
     Exit = 10,
+    /// RSS changes to an mm that is not the current task's and whose
+    /// process cannot be told, so not recorded. Mostly exec building a new
+    /// mm and exit tearing one down, which lose nothing; reclaim and
+    /// swap-out of a live process leave its RSS stale until its next own
+    /// change.
+    RssUnattributed = 12,
     // losses: a map or buffer was full, or a read failed
     ProcsFull = 16,
     CgroupsFull = 17,
@@ -430,7 +439,7 @@ pub enum Counter {
 pub const NUM_COUNTERS: u32 = 32;
 
 impl Counter {
-    pub const ALL: [Counter; 25] = [
+    pub const ALL: [Counter; 26] = [
         Counter::Faults,
         Counter::RssStat,
         Counter::FutexEnter,
@@ -443,6 +452,7 @@ impl Counter {
         Counter::Exec,
         Counter::Exit,
         Counter::BioQueue,
+        Counter::RssUnattributed,
         Counter::ProcsFull,
         Counter::CgroupsFull,
         Counter::FutexWaitsFull,
@@ -486,6 +496,7 @@ impl Counter {
             Counter::FaultsOrphaned => "faults_after_exit",
             Counter::LateEvents => "events_after_exit",
             Counter::BioInflightFull => "bio_inflight_full",
+            Counter::RssUnattributed => "rss_unattributed",
         }
     }
 

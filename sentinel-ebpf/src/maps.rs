@@ -2,10 +2,10 @@
 //! that family's file.
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, PerCpuArray},
+    maps::{HashMap, LruHashMap, PerCpuArray},
 };
 use sentinel_common::{
-    CgroupStats, MAX_CGROUPS, MAX_DIO_THREADS, MAX_PROCS, NUM_COUNTERS, ProcStats,
+    CgroupStats, MAX_CGROUPS, MAX_DIO_THREADS, MAX_EXITED, MAX_PROCS, NUM_COUNTERS, ProcStats,
 };
 
 #[map(name = "PROCS")]
@@ -23,3 +23,10 @@ pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(NUM_COUNTE
 /// charged when the pages were dirtied.
 #[map(name = "DIO_BUDGET")]
 pub static DIO_BUDGET: HashMap<u32, u64> = HashMap::with_max_entries(MAX_DIO_THREADS, 0);
+
+/// tid -> task address of a thread whose exit folded its process, where
+/// `PF_EXITING` cannot be read (no `bpf_get_current_task_btf` or no BTF).
+/// The address only identifies the task, it is never dereferenced; it
+/// tells the exiting thread from a later one that reuses its tid.
+#[map(name = "EXITED")]
+pub static EXITED: LruHashMap<u32, u64> = LruHashMap::with_max_entries(MAX_EXITED, 0);

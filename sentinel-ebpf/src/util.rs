@@ -4,13 +4,13 @@ use aya_ebpf::{
     bindings::BPF_NOEXIST,
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-        bpf_get_current_task_btf, bpf_ktime_get_ns,
+        bpf_get_current_task, bpf_get_current_task_btf, bpf_ktime_get_ns,
     },
     maps::HashMap,
 };
 use sentinel_common::{Counter, NONE, ProcStats};
 
-use crate::maps::{COUNTERS, PROCS};
+use crate::maps::{COUNTERS, EXITED, PROCS};
 
 #[inline(always)]
 pub fn count(c: Counter) {
@@ -116,13 +116,16 @@ pub fn get_or_insert<K, V>(
     map.get_ptr_mut(key)
 }
 
-/// Whether the current task has `PF_EXITING` set (false when BTF gave no
-/// offset for `task_struct.flags`).
+/// Whether the current task has `PF_EXITING` set. Where `task_struct`
+/// cannot be read (Linux < 5.11, or no BTF), whether it is a thread that
+/// already folded its process at exit, which is what matters here.
 #[inline(always)]
 pub fn current_is_exiting() -> bool {
     let off = crate::config().task_flags;
     if off == NONE {
-        return false;
+        let (_, tid) = current_ids();
+        let task = unsafe { bpf_get_current_task() };
+        return unsafe { EXITED.get(&tid) }.is_some_and(|t| *t == task);
     }
     let task = unsafe { bpf_get_current_task_btf() } as *const u8;
     let flags = unsafe { core::ptr::read_volatile(task.add(off as usize).cast::<u32>()) };

@@ -53,14 +53,15 @@ impl Sentinel {
                 None
             }
         };
-        let mut cx = probes::Configurator::new(&tracefs, kernel_btf.as_ref());
+        let helpers = probes::Helpers::detect();
+        let mut cx = probes::Configurator::new(&tracefs, kernel_btf.as_ref(), helpers);
         cx.configure_all();
-        let (config, unusable) = cx.build();
+        let (config, found) = cx.build();
         let mut ebpf = EbpfLoader::new()
             .override_global(CONFIG_GLOBAL, &config, true)
             .load(OBJECT)
             .context("loading the embedded eBPF object (creating its maps)")?;
-        let probes = Attacher::new(&mut ebpf, &tracefs, &unusable).attach_all();
+        let probes = Attacher::new(&mut ebpf, &tracefs, &found).attach_all();
         Ok(Sentinel {
             ebpf,
             tracefs,

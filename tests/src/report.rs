@@ -97,6 +97,59 @@ pub struct Probe {
     pub status: String,
     pub program_type: Option<String>,
     pub detail: String,
+    /// The program types tried, up to the one that attached.
+    pub variants: Vec<Variant>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+pub struct Variant {
+    pub program_type: String,
+    /// attached, unsupported, failed or disabled.
+    pub outcome: String,
+    #[serde(default)]
+    pub reason: String,
+}
+
+impl Probe {
+    /// Why this kernel cannot run the probe (as `program_type`, when
+    /// given), if it cannot: the kernel lacks a tracepoint or a field it
+    /// reads. A program the kernel has everything for but refused is a
+    /// failure, not a reason to skip, and so is anything else.
+    pub fn unsupported_here(&self, program_type: Option<&str>) -> Option<String> {
+        match program_type {
+            None => (self.status == "unsupported")
+                .then(|| format!("probe {} is unsupported: {}", self.name, self.detail)),
+            Some(t) => self
+                .variants
+                .iter()
+                .find(|v| v.program_type == t && v.outcome == "unsupported")
+                .map(|v| format!("probe {} cannot run as {t}: {}", self.name, v.reason)),
+        }
+    }
+
+    /// Why the probe runs without `tracepoint` here, if it does: sentinel
+    /// names an optional tracepoint the kernel lacks in the probe's detail.
+    pub fn lacks_tracepoint(&self, tracepoint: &str) -> Option<String> {
+        let absent = format!("tracepoint {tracepoint} not present on this kernel");
+        self.detail
+            .contains(&absent)
+            .then(|| format!("probe {} runs without {tracepoint}: {absent}", self.name))
+    }
+}
+
+/// Skips the calling test, loudly and with the kernel's reason, when
+/// `$probes` (a report's `probes`) says this kernel cannot run probe
+/// `$name` (as program type `$ty`, when given).
+#[macro_export]
+macro_rules! skip_unsupported {
+    ($probes:expr, $name:expr) => {
+        $crate::skip_unsupported!($probes, $name, None)
+    };
+    ($probes:expr, $name:expr, $ty:expr) => {
+        if let Some(why) = $crate::report::find_probe(&$probes, $name)?.unsupported_here($ty) {
+            $crate::skip!("{why}");
+        }
+    };
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, Serialize)]

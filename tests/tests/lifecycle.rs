@@ -6,13 +6,25 @@ use std::time::Duration;
 use anyhow::{Result, ensure};
 use sentinel_tests::workload::field;
 use sentinel_tests::{
-    ScratchDir, Snapshot, TestCgroup, Workload, brief, require_root, serial, skip, workload_bin,
+    ScratchDir, Snapshot, TestCgroup, Workload, brief, require_root, serial, skip,
+    skip_unsupported, workload_bin,
 };
 
 /// ~3000 fork+_exit children and 300 fork+exec(/bin/true) inside a window:
 /// the procs map ends where it started (+64), and the cgroup counts them.
 #[test]
 fn fork_storm_is_folded_and_does_not_grow_procs_map() -> Result<()> {
+    fork_storm(&[])
+}
+
+/// The same without `bpf_get_current_task_btf` (Linux 5.10): the exit
+/// probe loads without it and still folds every process.
+#[test]
+fn fork_storm_is_folded_without_task_btf_helper() -> Result<()> {
+    fork_storm(&[("SENTINEL_TEST_DISABLE_HELPERS", "get_current_task_btf")])
+}
+
+fn fork_storm(env: &[(&str, &str)]) -> Result<()> {
     let _serial = serial();
     require_root!();
     const FORKS: u64 = 3000;
@@ -24,7 +36,7 @@ fn fork_storm_is_folded_and_does_not_grow_procs_map() -> Result<()> {
         &cg,
     )?;
     w.expect("ready", Duration::from_secs(60))?;
-    let mut snap = Snapshot::for_cgroup(&cg, Duration::from_secs(12))?;
+    let mut snap = Snapshot::start_env(&["--cgroup", &cg.path()], Duration::from_secs(12), env)?;
     w.go()?;
     let done = w.expect("done", Duration::from_secs(300))?;
     ensure!(
@@ -33,6 +45,7 @@ fn fork_storm_is_folded_and_does_not_grow_procs_map() -> Result<()> {
     );
     snap.ensure_observing("the fork storm finished")?;
     let report = snap.finish()?;
+    skip_unsupported!(report.probes, "lifecycle");
 
     let procs = report.map("procs")?;
     ensure!(
@@ -60,6 +73,17 @@ fn fork_storm_is_folded_and_does_not_grow_procs_map() -> Result<()> {
 /// entries behind: the map would fill on a long-running host.
 #[test]
 fn writes_during_exit_do_not_leak_procs_entries() -> Result<()> {
+    writes_during_exit(&[])
+}
+
+/// The same where `PF_EXITING` cannot be read (Linux 5.10 has no
+/// `bpf_get_current_task_btf`): the exit probe remembers the thread.
+#[test]
+fn writes_during_exit_do_not_leak_procs_entries_without_task_btf_helper() -> Result<()> {
+    writes_during_exit(&[("SENTINEL_TEST_DISABLE_HELPERS", "get_current_task_btf")])
+}
+
+fn writes_during_exit(env: &[(&str, &str)]) -> Result<()> {
     let _serial = serial();
     require_root!();
     const WRITERS: u64 = 200;
@@ -77,7 +101,7 @@ fn writes_during_exit_do_not_leak_procs_entries() -> Result<()> {
         &cg,
     )?;
     w.expect("ready", Duration::from_secs(60))?;
-    let mut snap = Snapshot::for_cgroup(&cg, Duration::from_secs(8))?;
+    let mut snap = Snapshot::start_env(&["--cgroup", &cg.path()], Duration::from_secs(8), env)?;
     w.go()?;
     let done = w.expect("done", Duration::from_secs(120))?;
     ensure!(
@@ -86,6 +110,7 @@ fn writes_during_exit_do_not_leak_procs_entries() -> Result<()> {
     );
     snap.ensure_observing("the writers exited")?;
     let report = snap.finish()?;
+    skip_unsupported!(report.probes, "lifecycle");
     let procs = report.map("procs")?;
     ensure!(
         procs.end < procs.start + WRITERS / 4,

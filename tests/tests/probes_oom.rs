@@ -6,7 +6,8 @@ use std::time::Duration;
 use anyhow::{Result, anyhow, ensure};
 use sentinel_tests::workload::describe_status;
 use sentinel_tests::{
-    MIB, Snapshot, TestCgroup, Workload, brief, require_root, serial, workload_bin,
+    MIB, Snapshot, TestCgroup, Workload, brief, require_root, serial, skip_unsupported,
+    workload_bin,
 };
 
 /// A process that outgrows its cgroup's 64 MiB limit is OOM-killed inside
@@ -35,6 +36,7 @@ fn cgroup_oom_kill_is_reported() -> Result<()> {
     );
     snap.ensure_observing("the workload was OOM-killed")?;
     let report = snap.finish()?;
+    skip_unsupported!(report.probes, "oom");
 
     let kill = report
         .oom_kills

@@ -45,6 +45,9 @@ pub enum Need {
     /// Build plus bpftrace (benchmark peer, test oracle), tmux (TUI tests),
     /// gcc and python3 (the tests compile C workloads and run Python ones).
     Everything,
+    /// Build plus QEMU, a static busybox, xz and mkfs.ext4, for `vm-test`
+    /// (`Test` includes them: the kernel matrix is part of the suite).
+    VmTest,
 }
 
 /// How to compile the eBPF crate.
@@ -76,6 +79,8 @@ pub fn bootstrap(need: Need) -> Result<Toolchain> {
             // Renders `sentinel export`'s report.html in tests/export.rs.
             "chromium",
         ],
+        // Commands whose packages are named otherwise are handled below.
+        Need::VmTest => &[],
         Need::Everything => &[
             "bpftrace",
             "tmux",
@@ -100,6 +105,22 @@ pub fn bootstrap(need: Need) -> Result<Toolchain> {
         packages.extend(LLVM_PACKAGES);
     }
     packages.extend(&missing_tools);
+    // The kernel matrix is part of the test suite.
+    if matches!(need, Need::VmTest | Need::Test) {
+        if find_program("qemu-system-x86_64").is_none() {
+            packages.push("qemu-system-x86");
+        }
+        if !Path::new("/bin/busybox").exists() {
+            packages.push("busybox-static");
+        }
+        // trixie's kernel modules are xz'd; the I/O tests' disk is ext4.
+        if find_program("xz").is_none() {
+            packages.push("xz-utils");
+        }
+        if find_program("mkfs.ext4").is_none() {
+            packages.push("e2fsprogs");
+        }
+    }
 
     if !packages.is_empty() {
         let can_apt = is_root()

@@ -10,6 +10,7 @@ mod build;
 mod cmd;
 mod run;
 mod test;
+mod vm;
 
 use std::ffi::OsString;
 use std::process::ExitCode;
@@ -54,6 +55,17 @@ enum Command {
     },
     /// Build, then run the unit and integration tests (what CI runs).
     Test,
+    /// Boot Debian's 5.10, 6.1 and 6.12 cloud kernels under QEMU and run
+    /// `sentinel check` and the probe tests inside each (root).
+    VmTest {
+        /// 5.10, 6.1, 6.12 or all.
+        #[arg(long, default_value = "all")]
+        kernel: String,
+        /// Rewrite the README's kernel support table from this run (needs
+        /// --kernel all).
+        #[arg(long)]
+        readme: bool,
+    },
     /// Measure the slowdown sentinel's probes cause on microbenchmarks,
     /// next to bpftrace, then the daemon's own CPU and memory, then `sentinel
     /// top`'s next to procps top, then the flight recorder's (root).
@@ -108,6 +120,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Run { debug, args } => run::run(profile(debug), args)?,
         Command::Test => test::test()?,
+        Command::VmTest { kernel, readme } => vm::vm_test(&vm::Options { kernel, readme })?,
         Command::Bench {
             rounds,
             seconds,

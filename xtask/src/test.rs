@@ -1,11 +1,12 @@
 //! `cargo xtask test`: what CI runs. Unit tests, then the integration tests
-//! against the real binary and kernel.
+//! against the real binary and kernel, then the kernel matrix (`vm-test`).
 
 use anyhow::{Result, bail};
 
 use crate::bootstrap::{Need, bootstrap};
 use crate::build::{Profile, build};
 use crate::cmd::{self, is_root};
+use crate::vm;
 
 pub fn test() -> Result<()> {
     let tc = bootstrap(Need::Test)?;
@@ -27,6 +28,8 @@ pub fn test() -> Result<()> {
             "sentinel-common",
             "--package",
             "sentinel",
+            "--package",
+            "xtask",
         ]);
 
     // Single-threaded: the tests share kernel state (probes see the whole
@@ -49,12 +52,20 @@ pub fn test() -> Result<()> {
             "--test-threads=1",
         ]);
 
-    // Both steps run even if the first fails (and --no-fail-fast within
+    // Every step runs even if one before fails (and --no-fail-fast within
     // each), so one CI log shows every failure.
-    let failures: Vec<String> = [("unit tests", unit), ("integration tests", integration)]
+    let mut failures: Vec<String> = [("unit tests", unit), ("integration tests", integration)]
         .into_iter()
         .filter_map(|(what, mut c)| cmd::run(&mut c).err().map(|e| format!("{what}: {e:#}")))
         .collect();
+    // The probe tests again, inside Debian's 5.10, 6.1 and 6.12 kernels.
+    let matrix = vm::Options {
+        kernel: "all".into(),
+        readme: false,
+    };
+    if let Err(e) = vm::vm_test(&matrix) {
+        failures.push(format!("kernel matrix: {e:#}"));
+    }
     if !failures.is_empty() {
         bail!("{}", failures.join("\n"));
     }

@@ -3,7 +3,7 @@
 //! long-running host.
 use aya_ebpf::{
     EbpfContext,
-    helpers::{bpf_get_current_comm, bpf_get_current_task_btf},
+    helpers::{bpf_get_current_comm, bpf_get_current_task, bpf_get_current_task_btf},
     macros::tracepoint,
     programs::TracePointContext,
 };
@@ -12,7 +12,7 @@ use sentinel_common::{Counter, NONE};
 use crate::{
     cgroups::charge,
     config,
-    maps::{DIO_BUDGET, PROCS},
+    maps::{DIO_BUDGET, EXITED, PROCS},
     probes::{faults::flush_exiting, futex::forget_thread},
     util::{add, count, ctx_small, current_ids, current_proc_refresh},
 };
@@ -48,6 +48,11 @@ pub fn process_exit_tp(ctx: TracePointContext) -> u32 {
         return 0;
     }
     flush_exiting(tgid);
+    // Without `PF_EXITING` to go by, this is how `create_proc` knows that
+    // the thread's late events (closing files) belong to a folded process.
+    if config().task_flags == NONE {
+        let _ = EXITED.insert(tid, unsafe { bpf_get_current_task() }, 0);
+    }
     let Some(p) = PROCS.get_ptr(tgid) else {
         return 0;
     };

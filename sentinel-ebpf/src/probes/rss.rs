@@ -104,11 +104,14 @@ pub fn rss_stat_btf(ctx: BtfTracePointContext) -> i32 {
         let owner =
             unsafe { core::ptr::read_volatile(mm.add(c.mm_owner as usize).cast::<*const u8>()) };
         if owner.is_null() {
+            count(Counter::RssUnattributed);
             return 0;
         }
         let tgid =
             unsafe { core::ptr::read_volatile(owner.add(c.task_tgid as usize).cast::<i32>()) };
         store(tgid as u32, false, m, bytes);
+    } else {
+        count(Counter::RssUnattributed);
     }
     unsafe {
         if (*cache).mm != mm as u64 {
@@ -121,8 +124,9 @@ pub fn rss_stat_btf(ctx: BtfTracePointContext) -> i32 {
 }
 
 /// Fallback: the classic event, which carries the exact value. Updates from
-/// another context (`curr == 0`) are skipped: without BTF there is no way to
-/// tell whose mm it is; the owner's next own change corrects the value.
+/// another context (`curr == 0`) are skipped and counted: the record names
+/// the mm only by a hashed id, so whose it is cannot be told; the owner's
+/// next own change corrects the value.
 #[tracepoint(category = "kmem", name = "rss_stat")]
 pub fn rss_stat_tp(ctx: TracePointContext) -> u32 {
     count(Counter::RssStat);
@@ -135,7 +139,11 @@ pub fn rss_stat_tp(ctx: TracePointContext) -> u32 {
     ) else {
         return 0;
     };
-    if curr == 0 || member < 0 || member as usize >= RSS_MEMBERS {
+    if member < 0 || member as usize >= RSS_MEMBERS {
+        return 0;
+    }
+    if curr == 0 {
+        count(Counter::RssUnattributed);
         return 0;
     }
     let (tgid, _) = current_ids();

@@ -54,6 +54,21 @@ pub fn dirty_folio_tp(_ctx: TracePointContext) -> u32 {
     0
 }
 
+/// Kernels before folios (Linux 5.16) trace `writeback_dirty_page`. Their
+/// page cache dirties base pages only (transparent huge pages are for
+/// tmpfs, which does not account writeback), so an event is one page.
+#[btf_tracepoint(function = "writeback_dirty_page")]
+pub fn dirty_page_btf(_ctx: BtfTracePointContext) -> i32 {
+    charge_dirty(1u64 << (config().page_shift & 31));
+    0
+}
+
+#[tracepoint(category = "writeback", name = "writeback_dirty_page")]
+pub fn dirty_page_tp(_ctx: TracePointContext) -> u32 {
+    charge_dirty(1u64 << (config().page_shift & 31));
+    0
+}
+
 /// Opens a direct-I/O budget for this thread: the bios it submits until the
 /// call completes are direct I/O (see `block.rs`). The tracepoint does not
 /// say read or write on synchronous calls; the bios do.

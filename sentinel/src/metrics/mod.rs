@@ -848,6 +848,7 @@ mod tests {
                 },
                 program_type: None,
                 detail: String::new(),
+                variants: Vec::new(),
             })
             .collect();
         let sinks = ["log", "team-slack"]

@@ -7,8 +7,9 @@ use std::{fs, os::unix::fs::FileExt};
 use aya::maps::{HashMap as BpfHashMap, MapData};
 use sentinel_common::{FutexWait, WAIT_OWNER_PI, WAIT_OWNER_READ, WAIT_SEEDED, futex_op};
 
-use super::{Configurator, Need, ProbeSpec, ProgSpec, Variant, need_field};
+use super::{Configurator, Need, ProbeSpec, ProgSpec, Variant, helpers, need_field};
 
+const ENTER: &str = "futex_enter_tp";
 const EXIT: &str = "futex_exit_tp";
 
 pub const SPEC: ProbeSpec = ProbeSpec {
@@ -18,7 +19,7 @@ pub const SPEC: ProbeSpec = ProbeSpec {
         degraded: None,
         progs: &[
             ProgSpec {
-                program: "futex_enter_tp",
+                program: ENTER,
                 category: "syscalls",
                 name: "sys_enter_futex",
                 btf: false,
@@ -66,11 +67,22 @@ pub const SPEC: ProbeSpec = ProbeSpec {
 
 pub fn configure(cx: &mut Configurator) {
     // Lets the probe reuse a thread's last stack for a wait from the same
-    // place; without it every wait walks the user stack.
-    cx.cfg.regs_sp = cx
-        .btf
-        .and_then(|b| b.member_offset("pt_regs", "sp"))
-        .unwrap_or(sentinel_common::NONE);
+    // place; without it every wait walks the user stack. The program reads
+    // it through two helpers and calls neither when this stays NONE.
+    let missing = helpers::task_btf_missing(cx.helpers, cx.btf.is_some())
+        .or((!cx.helpers.task_pt_regs).then_some("no bpf_task_pt_regs (added in Linux 5.15)"));
+    match missing {
+        Some(why) => cx.note(
+            ENTER,
+            format!("{why}: every wait walks the user stack, none reuses the thread's last one"),
+        ),
+        None => {
+            cx.cfg.regs_sp = cx
+                .btf
+                .and_then(|b| b.member_offset("pt_regs", "sp"))
+                .unwrap_or(sentinel_common::NONE);
+        }
+    }
     cx.tracepoint("syscalls", "sys_enter_futex", |f, c| {
         c.futex_uaddr = need_field(f, "uaddr", &[8])?;
         c.futex_op = need_field(f, "op", &[8])?;

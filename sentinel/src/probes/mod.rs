@@ -7,6 +7,7 @@
 pub mod block;
 pub mod faults;
 pub mod futex;
+pub mod helpers;
 pub mod lifecycle;
 pub mod oom;
 pub mod rss;
@@ -24,6 +25,7 @@ use sentinel_common::Config;
 use serde::{Deserialize, Serialize};
 
 use crate::{btf::Btf, tracefs::Tracefs};
+pub use helpers::Helpers;
 
 /// Whether a program is needed for its variant to count as working.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -91,6 +93,31 @@ pub struct ProbeStatus {
     pub status: Status,
     pub program_type: Option<String>,
     pub detail: String,
+    /// Every program type tried, in order of preference, up to the one that
+    /// attached: tests skip on a kernel that lacks a type (`unsupported`)
+    /// but fail on one that has it and refused the program (`failed`).
+    #[serde(default)]
+    pub variants: Vec<VariantResult>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct VariantResult {
+    pub program_type: String,
+    pub outcome: Outcome,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Attached,
+    /// A tracepoint it needs is absent, or lacks a field it reads.
+    Unsupported,
+    /// The kernel has what it needs, but refused to load or attach it.
+    Failed,
+    /// Skipped by the test switch `SENTINEL_TEST_DISABLE_PROGRAM_TYPES`.
+    Disabled,
 }
 
 impl ProbeStatus {
@@ -99,17 +126,27 @@ impl ProbeStatus {
     }
 }
 
-/// Collects the load-time constants and remembers which tracepoints cannot
-/// be used on this kernel and why (absent, or a field missing or resized).
+/// What the configuration found: which tracepoints or programs cannot be
+/// used and why (absent, a field missing or resized, a helper missing), and
+/// what a program measures less on this kernel, both keyed by
+/// `category:name` or program name.
+#[derive(Debug, Default)]
+pub struct Findings {
+    pub unusable: HashMap<String, String>,
+    pub notes: HashMap<String, Vec<String>>,
+}
+
+/// Collects the load-time constants and the [`Findings`].
 pub struct Configurator<'a> {
     pub cfg: Config,
     pub tracefs: &'a Tracefs,
     pub btf: Option<&'a Btf>,
-    unusable: HashMap<String, String>,
+    pub helpers: Helpers,
+    found: Findings,
 }
 
 impl<'a> Configurator<'a> {
-    pub fn new(tracefs: &'a Tracefs, btf: Option<&'a Btf>) -> Self {
+    pub fn new(tracefs: &'a Tracefs, btf: Option<&'a Btf>, helpers: Helpers) -> Self {
         let mut cfg = Config::unset();
         // SAFETY: sysconf has no preconditions.
         let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
@@ -122,7 +159,8 @@ impl<'a> Configurator<'a> {
             cfg,
             tracefs,
             btf,
-            unusable: HashMap::new(),
+            helpers,
+            found: Findings::default(),
         }
     }
 
@@ -138,26 +176,37 @@ impl<'a> Configurator<'a> {
         match self.tracefs.format(category, name) {
             Ok(Some(fmt)) => {
                 if let Err(why) = f(&fmt, &mut self.cfg) {
-                    self.unusable.insert(key, why);
+                    self.found.unusable.insert(key, why);
                 }
             }
             Ok(None) => {
-                self.unusable
+                self.found
+                    .unusable
                     .insert(key, "tracepoint not present on this kernel".into());
             }
             Err(e) => {
-                self.unusable.insert(key, format!("{e:#}"));
+                self.found.unusable.insert(key, format!("{e:#}"));
             }
         }
     }
 
     /// Marks a program's prerequisite (e.g. BTF offsets) as unavailable.
     pub fn unusable(&mut self, key: String, why: String) {
-        self.unusable.insert(key, why);
+        self.found.unusable.insert(key, why);
     }
 
-    pub fn build(self) -> (Config, HashMap<String, String>) {
-        (self.cfg, self.unusable)
+    /// What `program` loses on this kernel; a probe running it is reported
+    /// degraded with this in its detail.
+    pub fn note(&mut self, program: &str, what: String) {
+        self.found
+            .notes
+            .entry(program.to_string())
+            .or_default()
+            .push(what);
+    }
+
+    pub fn build(self) -> (Config, Findings) {
+        (self.cfg, self.found)
     }
 
     pub fn configure_all(&mut self) {
@@ -198,6 +247,15 @@ pub fn need_field(fmt: &crate::tracefs::Format, field: &str, sizes: &[u32]) -> R
     Ok(f.offset)
 }
 
+/// Why a variant could not be used.
+struct Refusal {
+    /// Whether the kernel has the tracepoint at all (a probe whose every
+    /// variant's tracepoints are absent is unsupported, not failed).
+    present: bool,
+    outcome: Outcome,
+    why: String,
+}
+
 enum Link {
     Tp(&'static str, TracePointLinkId),
     Btf(&'static str, BtfTracePointLinkId),
@@ -209,6 +267,7 @@ pub struct Attacher<'a> {
     ebpf: &'a mut Ebpf,
     tracefs: &'a Tracefs,
     unusable: &'a HashMap<String, String>,
+    notes: &'a HashMap<String, Vec<String>>,
     kernel_btf: Option<AyaBtf>,
     kernel_btf_err: Option<String>,
     loaded: HashSet<&'static str>,
@@ -222,11 +281,7 @@ pub struct Attacher<'a> {
 pub const DISABLE_TYPES_ENV: &str = "SENTINEL_TEST_DISABLE_PROGRAM_TYPES";
 
 impl<'a> Attacher<'a> {
-    pub fn new(
-        ebpf: &'a mut Ebpf,
-        tracefs: &'a Tracefs,
-        unusable: &'a HashMap<String, String>,
-    ) -> Self {
+    pub fn new(ebpf: &'a mut Ebpf, tracefs: &'a Tracefs, found: &'a Findings) -> Self {
         let (kernel_btf, kernel_btf_err) = match AyaBtf::from_sys_fs() {
             Ok(b) => (Some(b), None),
             Err(e) => (None, Some(format!("kernel BTF unavailable: {e}"))),
@@ -234,7 +289,8 @@ impl<'a> Attacher<'a> {
         Attacher {
             ebpf,
             tracefs,
-            unusable,
+            unusable: &found.unusable,
+            notes: &found.notes,
             kernel_btf,
             kernel_btf_err,
             loaded: HashSet::new(),
@@ -252,20 +308,28 @@ impl<'a> Attacher<'a> {
     fn attach(&mut self, spec: &ProbeSpec) -> ProbeStatus {
         let mut reasons = Vec::new();
         let mut any_present = false;
+        let mut variants = Vec::new();
+        let mut tried = |ty: &str, outcome, reason: &str| {
+            variants.push(VariantResult {
+                program_type: ty.into(),
+                outcome,
+                reason: reason.into(),
+            })
+        };
         for variant in spec.variants {
             if self
                 .disabled_types
                 .iter()
                 .any(|t| t == variant.program_type)
             {
-                reasons.push(format!(
-                    "{}: disabled by {DISABLE_TYPES_ENV}",
-                    variant.program_type
-                ));
+                let why = format!("disabled by {DISABLE_TYPES_ENV}");
+                tried(variant.program_type, Outcome::Disabled, &why);
+                reasons.push(format!("{}: {why}", variant.program_type));
                 continue;
             }
             match self.try_variant(variant) {
                 Ok(notes) => {
+                    tried(variant.program_type, Outcome::Attached, "");
                     let mut detail: Vec<String> =
                         variant.degraded.map(str::to_string).into_iter().collect();
                     detail.extend(notes.iter().cloned());
@@ -286,9 +350,15 @@ impl<'a> Attacher<'a> {
                         status,
                         program_type: Some(variant.program_type.into()),
                         detail: detail.join("; "),
+                        variants,
                     };
                 }
-                Err((present, why)) => {
+                Err(Refusal {
+                    present,
+                    outcome,
+                    why,
+                }) => {
+                    tried(variant.program_type, outcome, &why);
                     any_present |= present;
                     reasons.push(format!("{}: {why}", variant.program_type));
                 }
@@ -306,6 +376,7 @@ impl<'a> Attacher<'a> {
                     status: Status::Degraded,
                     program_type: None,
                     detail: format!("{fb} ({why})"),
+                    variants,
                 }
             }
             None => {
@@ -319,49 +390,64 @@ impl<'a> Attacher<'a> {
                     },
                     program_type: None,
                     detail: why,
+                    variants,
                 }
             }
         }
     }
 
     /// Attaches every program of `variant`; on a required failure, detaches
-    /// what it attached and returns (whether the tracepoints existed, why).
-    fn try_variant(&mut self, variant: &Variant) -> Result<Vec<String>, (bool, String)> {
+    /// what it attached and says why.
+    fn try_variant(&mut self, variant: &Variant) -> Result<Vec<String>, Refusal> {
         let mut links = Vec::new();
         let mut notes = Vec::new();
         for p in variant.progs {
             let key = format!("{}:{}", p.category, p.name);
             let exists = self.tracefs.exists(p.category, p.name);
             let problem = if !exists {
-                Some((
-                    false,
-                    format!("tracepoint {key} not present on this kernel"),
-                ))
+                Some(Refusal {
+                    present: false,
+                    outcome: Outcome::Unsupported,
+                    why: format!("tracepoint {key} not present on this kernel"),
+                })
             } else if let Some(why) = self
                 .unusable
                 .get(&key)
                 .or_else(|| self.unusable.get(p.program))
             {
-                Some((true, format!("{key}: {why}")))
+                Some(Refusal {
+                    present: true,
+                    outcome: Outcome::Unsupported,
+                    why: format!("{key}: {why}"),
+                })
             } else {
                 match self.attach_one(p) {
                     Ok(link) => {
                         links.push(link);
+                        for n in self.notes.get(p.program).into_iter().flatten() {
+                            if !notes.contains(n) {
+                                notes.push(n.clone());
+                            }
+                        }
                         None
                     }
-                    Err(e) => Some((true, format!("{}: {e}", p.program))),
+                    Err(e) => Some(Refusal {
+                        present: true,
+                        outcome: Outcome::Failed,
+                        why: format!("{}: {e}", p.program),
+                    }),
                 }
             };
-            let Some((present, why)) = problem else {
+            let Some(refusal) = problem else {
                 continue;
             };
             match p.need {
                 Need::Required => {
                     self.detach(links);
-                    return Err((present, why));
+                    return Err(refusal);
                 }
-                Need::Optional => notes.push(why),
-                Need::IfPresent if present => notes.push(why),
+                Need::Optional => notes.push(refusal.why),
+                Need::IfPresent if refusal.present => notes.push(refusal.why),
                 Need::IfPresent => {}
             }
         }

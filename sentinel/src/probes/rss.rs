@@ -34,6 +34,12 @@ pub const SPEC: ProbeSpec = ProbeSpec {
 
 pub fn configure(cx: &mut Configurator) {
     match cx.btf.map(counter_layout) {
+        // It tells the current process's mm from another's by
+        // `current->mm`; the classic event says so itself (`curr`).
+        Some(Ok(_)) if !cx.helpers.get_current_task_btf => cx.unusable(
+            "rss_stat_btf".into(),
+            "needs bpf_get_current_task_btf (added in Linux 5.11)".into(),
+        ),
         Some(Ok((task_mm, rss_stat, size, count))) => {
             cx.cfg.task_mm = task_mm;
             cx.cfg.mm_rss_stat = rss_stat;

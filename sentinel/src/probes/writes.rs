@@ -53,6 +53,38 @@ pub const SPEC: ProbeSpec = ProbeSpec {
                 DIO_DONE,
             ],
         },
+        // Kernels before folios (5.16): one event per base page, which is
+        // exact there (see the eBPF `writes.rs`).
+        Variant {
+            program_type: "tp_btf",
+            degraded: None,
+            progs: &[
+                ProgSpec {
+                    program: "dirty_page_btf",
+                    category: "writeback",
+                    name: "writeback_dirty_page",
+                    btf: true,
+                    need: Need::Required,
+                },
+                DIO,
+                DIO_DONE,
+            ],
+        },
+        Variant {
+            program_type: "tracepoint",
+            degraded: None,
+            progs: &[
+                ProgSpec {
+                    program: "dirty_page_tp",
+                    category: "writeback",
+                    name: "writeback_dirty_page",
+                    btf: false,
+                    need: Need::Required,
+                },
+                DIO,
+                DIO_DONE,
+            ],
+        },
     ],
     fallback: None,
 };
