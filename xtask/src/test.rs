@@ -59,11 +59,7 @@ pub fn test() -> Result<()> {
         .filter_map(|(what, mut c)| cmd::run(&mut c).err().map(|e| format!("{what}: {e:#}")))
         .collect();
     // The probe tests again, inside Debian's 5.10, 6.1 and 6.12 kernels.
-    let matrix = vm::Options {
-        kernel: "all".into(),
-        readme: false,
-    };
-    if let Err(e) = vm::vm_test(&matrix) {
+    if let Err(e) = vm::matrix_run(&art, vm::KERNELS.to_vec(), false) {
         failures.push(format!("kernel matrix: {e:#}"));
     }
     if !failures.is_empty() {

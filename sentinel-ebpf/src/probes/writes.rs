@@ -50,7 +50,7 @@ pub fn dirty_folio_btf(ctx: BtfTracePointContext) -> i32 {
 /// loader reports the probe as degraded when it has to use it.
 #[tracepoint(category = "writeback", name = "writeback_dirty_folio")]
 pub fn dirty_folio_tp(_ctx: TracePointContext) -> u32 {
-    charge_dirty(1u64 << (config().page_shift & 31));
+    charge_one_page();
     0
 }
 
@@ -59,14 +59,19 @@ pub fn dirty_folio_tp(_ctx: TracePointContext) -> u32 {
 /// tmpfs, which does not account writeback), so an event is one page.
 #[btf_tracepoint(function = "writeback_dirty_page")]
 pub fn dirty_page_btf(_ctx: BtfTracePointContext) -> i32 {
-    charge_dirty(1u64 << (config().page_shift & 31));
+    charge_one_page();
     0
 }
 
 #[tracepoint(category = "writeback", name = "writeback_dirty_page")]
 pub fn dirty_page_tp(_ctx: TracePointContext) -> u32 {
-    charge_dirty(1u64 << (config().page_shift & 31));
+    charge_one_page();
     0
+}
+
+#[inline(always)]
+fn charge_one_page() {
+    charge_dirty(1u64 << (config().page_shift & 31));
 }
 
 /// Opens a direct-I/O budget for this thread: the bios it submits until the

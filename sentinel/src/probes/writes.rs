@@ -18,72 +18,48 @@ const DIO_DONE: ProgSpec = ProgSpec {
     need: Need::Optional,
 };
 
+/// A dirtying tracepoint's program, with the direct-I/O pair every
+/// variant shares.
+const fn dirtying(program: &'static str, name: &'static str, btf: bool) -> [ProgSpec; 3] {
+    [
+        ProgSpec {
+            program,
+            category: "writeback",
+            name,
+            btf,
+            need: Need::Required,
+        },
+        DIO,
+        DIO_DONE,
+    ]
+}
+
 pub const SPEC: ProbeSpec = ProbeSpec {
     name: "writes",
     variants: &[
         Variant {
             program_type: "tp_btf",
             degraded: None,
-            progs: &[
-                ProgSpec {
-                    program: "dirty_folio_btf",
-                    category: "writeback",
-                    name: "writeback_dirty_folio",
-                    btf: true,
-                    need: Need::Required,
-                },
-                DIO,
-                DIO_DONE,
-            ],
+            progs: &dirtying("dirty_folio_btf", "writeback_dirty_folio", true),
         },
         Variant {
             program_type: "tracepoint",
             degraded: Some(
                 "folio size unknown: each dirtied folio counts as one page, so large folios undercount",
             ),
-            progs: &[
-                ProgSpec {
-                    program: "dirty_folio_tp",
-                    category: "writeback",
-                    name: "writeback_dirty_folio",
-                    btf: false,
-                    need: Need::Required,
-                },
-                DIO,
-                DIO_DONE,
-            ],
+            progs: &dirtying("dirty_folio_tp", "writeback_dirty_folio", false),
         },
         // Kernels before folios (5.16): one event per base page, which is
         // exact there (see the eBPF `writes.rs`).
         Variant {
             program_type: "tp_btf",
             degraded: None,
-            progs: &[
-                ProgSpec {
-                    program: "dirty_page_btf",
-                    category: "writeback",
-                    name: "writeback_dirty_page",
-                    btf: true,
-                    need: Need::Required,
-                },
-                DIO,
-                DIO_DONE,
-            ],
+            progs: &dirtying("dirty_page_btf", "writeback_dirty_page", true),
         },
         Variant {
             program_type: "tracepoint",
             degraded: None,
-            progs: &[
-                ProgSpec {
-                    program: "dirty_page_tp",
-                    category: "writeback",
-                    name: "writeback_dirty_page",
-                    btf: false,
-                    need: Need::Required,
-                },
-                DIO,
-                DIO_DONE,
-            ],
+            progs: &dirtying("dirty_page_tp", "writeback_dirty_page", false),
         },
     ],
     fallback: None,

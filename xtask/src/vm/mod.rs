@@ -89,14 +89,19 @@ pub fn vm_test(opts: &Options) -> Result<()> {
     if opts.readme && chosen.len() != KERNELS.len() {
         bail!("--readme needs --kernel all: the README's table has a row for every kernel");
     }
+    let tc = bootstrap::bootstrap(bootstrap::Need::VmTest)?;
+    let art = build::build(&tc, build::Profile::Release)?;
+    matrix_run(&art, chosen, opts.readme)
+}
+
+/// The matrix on an already built tree (`cargo xtask test` has built it).
+pub fn matrix_run(art: &build::Artifacts, chosen: Vec<(&str, &str)>, readme: bool) -> Result<()> {
     if !cmd::is_root() {
         bail!("vm-test needs root: the host's own `sentinel check` row loads eBPF programs");
     }
-    let tc = bootstrap::bootstrap(bootstrap::Need::VmTest)?;
-    let art = build::build(&tc, build::Profile::Release)?;
     let cache = art.target_dir.join("vm");
     fs::create_dir_all(&cache).with_context(|| format!("creating {}", cache.display()))?;
-    let (tests, workload) = build_tests(&art)?;
+    let (tests, workload) = build_tests(art)?;
     let apt = apt::Apt::new(&cache)?;
     let common = initramfs::common(
         &cache,
@@ -158,7 +163,7 @@ pub fn vm_test(opts: &Options) -> Result<()> {
     if !problems.is_empty() {
         bail!("vm-test failed:\n  {}", problems.join("\n  "));
     }
-    if opts.readme {
+    if readme {
         let stamp = format!(
             "{} under QEMU {}",
             cmd::query(Command::new("date").args(["-u", "+%F"])).unwrap_or_default(),
